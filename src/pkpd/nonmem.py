@@ -1,0 +1,115 @@
+"""Import of NONMEM-style datasets into per-subject schedules and observations.
+
+Columns (case-insensitive): ``ID``, ``TIME`` (h), ``AMT``, ``EVID`` (0 observation, 1 dose; 2-4
+are refused), ``CMT``, ``RATE`` (> 0: infusion of duration AMT/RATE), ``II``, ``ADDL``, ``SS``
+(0 or 1), ``DV``, ``MDV``. Only ``ID`` and ``TIME`` are required; ``EVID`` defaults to 1 where
+``AMT`` > 0 and 0 elsewhere. ``CMT`` maps to a route with ``cmt_routes`` (ADVAN2 convention by
+default: 1 = depot/oral, 2 = central/iv); a dose with ``RATE`` > 0 is an infusion whatever its CMT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .schedule import ROUTES, Schedule
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject of a NONMEM dataset: its schedule and its observation rows
+    (``time_h``, ``dv``, ``cmt``)."""
+
+    id: object
+    schedule: Schedule
+    observations: "object"  # pandas.DataFrame
+
+
+def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | None = None) -> dict[object, Subject]:
+    """Read a NONMEM dataset (a pandas DataFrame or a CSV path) into ``{ID: Subject}``.
+
+    Raises ``ValueError`` naming the row for: missing columns, EVID not in {0, 1}, a dose without a
+    positive AMT or an observation with AMT != 0, TIME decreasing within an ID, negative or
+    non-finite values, RATE < 0 (model-defined rates are not supported), SS not in {0, 1}, SS=1
+    without II > 0, ADDL > 0 without II > 0, an unknown CMT.
+    """
+    import pandas as pd
+
+    if isinstance(data, (str, Path)):
+        df = pd.read_csv(data)
+    elif isinstance(data, pd.DataFrame):
+        df = data.copy()
+    else:
+        raise TypeError(f"data must be a pandas DataFrame or a CSV path, got {type(data).__name__}")
+    df.columns = [str(c).strip().upper() for c in df.columns]
+    missing = [c for c in ("ID", "TIME") if c not in df.columns]
+    if missing:
+        raise ValueError(f"NONMEM dataset is missing column(s) {missing}; it has {list(df.columns)}")
+    cmt_routes = {1: "oral", 2: "iv"} if cmt_routes is None else dict(cmt_routes)
+    for c, r in cmt_routes.items():
+        if r not in ROUTES:
+            raise ValueError(f"cmt_routes[{c}]={r!r} is not a route; valid: {list(ROUTES)}")
+    n = len(df)
+    col = lambda name, default: (pd.to_numeric(df[name], errors="coerce").to_numpy(float)  # noqa: E731
+                                 if name in df.columns else np.full(n, default, float))
+    time, amt, rate, ii, addl, ss = (col("TIME", np.nan), col("AMT", 0.0), col("RATE", 0.0), col("II", 0.0),
+                                     col("ADDL", 0.0), col("SS", 0.0))
+    amt, rate, ii, addl, ss = (np.nan_to_num(x, nan=0.0) for x in (amt, rate, ii, addl, ss))
+    evid = col("EVID", np.nan)
+    evid = np.where(np.isnan(evid), (amt > 0).astype(float), evid)
+    cmt = col("CMT", np.nan)
+    dv = col("DV", np.nan)
+    mdv = col("MDV", np.nan)
+
+    def fail(i, msg):
+        raise ValueError(f"NONMEM row {i} (ID={df['ID'].iloc[i]!r}): {msg}")
+
+    for i in range(n):
+        if not np.isfinite(time[i]) or time[i] < 0:
+            fail(i, f"TIME={time[i]!r} must be finite and >= 0")
+        if evid[i] not in (0, 1):
+            fail(i, f"EVID={evid[i]:g} is not supported (0 observation, 1 dose)")
+        if evid[i] == 1 and not (np.isfinite(amt[i]) and amt[i] > 0):
+            fail(i, f"EVID=1 (dose) needs AMT > 0, got AMT={amt[i]!r}")
+        if evid[i] == 0 and amt[i] != 0:
+            fail(i, f"EVID=0 (observation) must have AMT=0, got AMT={amt[i]!r}")
+        if rate[i] < 0:
+            fail(i, f"RATE={rate[i]:g}: model-defined rates (-1, -2) are not supported; give RATE > 0 or 0")
+        if ss[i] not in (0, 1):
+            fail(i, f"SS={ss[i]:g} is not supported (0 or 1)")
+        if (ss[i] == 1 or addl[i] > 0) and not ii[i] > 0:
+            fail(i, f"SS={ss[i]:g}/ADDL={addl[i]:g} need II > 0, got II={ii[i]!r}")
+        if addl[i] < 0 or addl[i] != np.floor(addl[i]):
+            fail(i, f"ADDL={addl[i]!r} must be a non-negative integer")
+        if evid[i] == 1 and rate[i] == 0:
+            c = 1 if np.isnan(cmt[i]) else int(cmt[i])
+            if c not in cmt_routes:
+                fail(i, f"CMT={c} has no route; cmt_routes maps {cmt_routes}")
+
+    subjects: dict[object, Subject] = {}
+    for sid, idx in df.groupby("ID", sort=False).indices.items():
+        idx = np.sort(idx)
+        t = time[idx]
+        if np.any(np.diff(t) < 0):
+            j = int(np.argmax(np.diff(t) < 0)) + 1
+            fail(int(idx[j]), f"TIME decreases within ID ({t[j]:g} after {t[j - 1]:g}); sort the dataset by ID and TIME")
+        dose_rows = idx[evid[idx] == 1]
+        times, amounts, routes, durations, ss_flags, iis = [], [], [], [], [], []
+        for i in dose_rows:
+            infusion = rate[i] > 0
+            route = "infusion" if infusion else cmt_routes[1 if np.isnan(cmt[i]) else int(cmt[i])]
+            for k in range(int(addl[i]) + 1):
+                times.append(time[i] + k * ii[i])
+                amounts.append(amt[i])
+                routes.append(route)
+                durations.append(amt[i] / rate[i] if infusion else 0.0)
+                ss_flags.append(bool(ss[i]) and k == 0)
+                iis.append(ii[i])
+        schedule = (Schedule.doses(times, amounts, routes, duration=durations, ss=ss_flags, ii=iis, unit=amount_unit,
+                                   label=f"ID {sid}") if times else Schedule(amount_unit=amount_unit, label=f"ID {sid}"))
+        obs_rows = idx[(evid[idx] == 0) & ~(mdv[idx] == 1)]
+        obs = pd.DataFrame({"time_h": time[obs_rows], "dv": dv[obs_rows], "cmt": cmt[obs_rows]})
+        subjects[sid] = Subject(id=sid, schedule=schedule, observations=obs)
+    return subjects

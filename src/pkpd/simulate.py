@@ -1,0 +1,451 @@
+"""Exact, event-aware, differentiable simulation of a model under a schedule.
+
+How it works
+------------
+The schedule and the save times are turned (in numpy, outside any trace) into a
+:class:`SegmentTable`: the time axis is cut at every event -- bolus arrival (dose time plus the
+model's absorption lag), infusion start and end, device-session start and end, steady-state
+reset -- so that every input is constant inside a segment. ``lax.scan`` runs over segments; at
+each segment's start the bolus jumps, session-onset jumps and steady-state resets are applied,
+then one ``diffrax.diffeqsolve`` integrates to the segment's end, saving the requested times that
+fall inside it. Short inputs are therefore never stepped over, whatever the step-size controller
+does. Segments with more than ``save_slots`` save times are split at save times; the table is
+padded with zero-length, input-free segments to a bucketed length so that schedules of different
+lengths share one compiled function and one ``vmap``.
+
+Conventions
+-----------
+- Times are hours. The state at the first time is the model's baseline (``initial_state``).
+- An observation at exactly an event time reports the state **after** the event (trajectories
+  are right-continuous): a dose at t = 24 h shows in ``traj`` at t = 24 h. For a pre-dose
+  trough, ask for a time just before the dose.
+- Events after the last requested time are ignored.
+- Gradients: reverse mode through ``diffrax.RecursiveCheckpointAdjoint`` (the default
+  ``adjoint``); pass ``adjoint=diffrax.ForwardMode()`` for ``jax.jacfwd``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ._units import amount_factor
+from .model import N_ROUTES, N_SESSION_FEATURES, SESSION_FEATURES, Model
+from .schedule import PATTERNS, ROUTES, Schedule
+from .trajectory import Trajectory
+
+#: Save slots per segment (segments with more save times are split).
+SAVE_SLOTS = 16
+
+
+class SolverError(RuntimeError):
+    """The ODE solver failed (maximum steps reached or a non-finite state)."""
+
+
+class SegmentTable(eqx.Module):
+    """A schedule and save times cut into segments with constant inputs (padded; all arrays).
+
+    Shapes: ``S`` segments, ``K`` save slots per segment, ``R`` routes, ``F`` session features,
+    ``N`` save times.
+    """
+
+    t0: Float[Array, " S"]
+    t1: Float[Array, " S"]
+    bolus: Float[Array, "S R"]
+    rate: Float[Array, "S R"]
+    session: Float[Array, "S F"]
+    onset: Float[Array, "S F"]
+    ss: Float[Array, " S"]
+    ss_bolus: Float[Array, "S R"]
+    ss_rate: Float[Array, "S R"]
+    ss_duration: Float[Array, " S"]
+    ss_ii: Float[Array, " S"]
+    ss_lag: Float[Array, " S"]
+    save_ts: Float[Array, "S K"]
+    save_index: Int[Array, " N"]
+    has_ss: bool = eqx.field(static=True, default=False)
+    has_sessions: bool = eqx.field(static=True, default=False)
+
+    @property
+    def n_segments(self) -> int:
+        return int(self.t0.shape[-1])
+
+
+def check_times(times) -> np.ndarray:
+    """Validate save times: 1-D, non-empty, finite, non-decreasing (hours)."""
+    try:
+        t = np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"times must be an array of numbers (hours), got {type(times).__name__}") from None
+    if t.ndim == 0:
+        t = t[None]
+    if t.ndim != 1:
+        raise ValueError(f"times must be one-dimensional, got shape {t.shape}")
+    if t.size == 0:
+        raise ValueError("times is empty: give at least one time (hours) to save the state at")
+    if not np.all(np.isfinite(t)):
+        i = int(np.argmax(~np.isfinite(t)))
+        raise ValueError(f"times[{i}]={t[i]!r} is not finite")
+    if np.any(np.diff(t) < 0):
+        i = int(np.argmax(np.diff(t) < 0)) + 1
+        raise ValueError(f"times must be non-decreasing: times[{i}]={t[i]!r} < times[{i - 1}]={t[i - 1]!r}")
+    return t
+
+
+def _bucket(n: int) -> int:
+    """Next size bucket >= n (powers of two, at least 8) so that shapes repeat across calls."""
+    b = 8
+    while b < n:
+        b *= 2
+    return b
+
+
+def _session_features(s: Schedule, i: int) -> np.ndarray:
+    feat = np.zeros(N_SESSION_FEATURES)
+    feat[SESSION_FEATURES.index("active")] = 1.0
+    feat[SESSION_FEATURES.index("pulses")] = s.session_pulses[i]
+    feat[SESSION_FEATURES.index("frequency_hz")] = s.session_frequency_hz[i]
+    feat[SESSION_FEATURES.index("intensity")] = s.session_intensity[i]
+    feat[SESSION_FEATURES.index("duration_h")] = s.session_duration[i]
+    feat[SESSION_FEATURES.index("seizure")] = float(s.session_seizure[i])
+    feat[SESSION_FEATURES.index(f"pattern_{PATTERNS[s.session_pattern[i]]}")] = 1.0
+    return feat
+
+
+def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | None = None,
+                  save_slots: int = SAVE_SLOTS) -> SegmentTable:
+    """Cut ``schedule`` and save ``times`` (hours) into a padded :class:`SegmentTable` for ``model``.
+
+    ``n_segments`` forces the padded length (it must be at least the number needed); by default
+    the next bucket is used.
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a pkpd.Schedule, got {type(schedule).__name__}")
+    t = check_times(times)
+    for r in np.unique(schedule.dose_route):
+        if not model.accepts_route(ROUTES[r]):
+            raise ValueError(f"{type(model).__name__} cannot take route {ROUTES[r]!r} (e.g. an oral dose needs "
+                             "an absorption rate ka); valid routes for it: "
+                             f"{[x for x in ROUTES if model.accepts_route(x)]}")
+    scale = amount_factor(schedule.amount_unit, model.dose_unit) if schedule.n_doses else 1.0
+    t_last = float(t[-1])
+
+    bolus_ev: list[tuple[float, int, float]] = []     # (time, route, amount)
+    rate_ev: list[tuple[float, float, int, float]] = []  # (start, end, route, rate)
+    ss_ev: list[tuple[float, int, float]] = []        # (time, dose index, lag)
+    for i in range(schedule.n_doses):
+        route = ROUTES[schedule.dose_route[i]]
+        amt = float(schedule.dose_amount[i]) * scale
+        t_dose = float(schedule.dose_time[i])
+        lag = float(model.lag(route))
+        if schedule.dose_ss[i]:
+            if lag >= schedule.dose_ii[i]:
+                raise ValueError(f"dose {i}: lag time {lag} h must be shorter than the steady-state interval ii={schedule.dose_ii[i]} h")
+            ss_ev.append((t_dose, i, lag))
+        if route == "infusion":
+            d = float(schedule.dose_duration[i])
+            rate_ev.append((t_dose, t_dose + d, schedule.dose_route[i], amt / d))
+        else:
+            bolus_ev.append((t_dose + lag, schedule.dose_route[i], amt))
+    sess = [(float(schedule.session_start[i]), float(schedule.session_start[i] + schedule.session_duration[i]), i)
+            for i in range(schedule.n_sessions)]
+
+    event_times = ([b[0] for b in bolus_ev] + [r[0] for r in rate_ev] + [r[1] for r in rate_ev]
+                   + [s[0] for s in ss_ev] + [s[0] for s in sess] + [s[1] for s in sess])
+    t_begin = min([float(t[0])] + event_times)
+    bounds = np.unique(np.array([t_begin] + [e for e in event_times if e <= t_last], dtype=np.float64))
+    ends = np.append(bounds[1:], t_last)
+    m = bounds.shape[0]
+
+    bolus = np.zeros((m, N_ROUTES))
+    rate = np.zeros((m, N_ROUTES))
+    session = np.zeros((m, N_SESSION_FEATURES))
+    onset = np.zeros((m, N_SESSION_FEATURES))
+    ss = np.zeros(m)
+    ss_bolus = np.zeros((m, N_ROUTES))
+    ss_rate = np.zeros((m, N_ROUTES))
+    ss_duration = np.zeros(m)
+    ss_ii = np.ones(m)
+    ss_lag = np.zeros(m)
+    seg_of = lambda time: int(np.searchsorted(bounds, time, side="right") - 1)  # noqa: E731
+    for time, r, amt in bolus_ev:
+        if time <= t_last:
+            bolus[seg_of(time), r] += amt
+    for start, end, r, rr in rate_ev:
+        for k in range(seg_of(start), m):
+            if bounds[k] >= end:
+                break
+            rate[k, r] += rr
+    for start, end, i in sess:
+        if start > t_last:
+            continue
+        feat = _session_features(schedule, i)
+        k0 = seg_of(start)
+        onset[k0] = feat
+        for k in range(k0, m):
+            if bounds[k] >= end:
+                break
+            session[k] = feat
+    for time, i, lag in ss_ev:
+        k = seg_of(time)
+        if ss[k]:
+            raise ValueError(f"two steady-state doses at the same time {time} h are not supported")
+        ss[k] = 1.0
+        route = schedule.dose_route[i]
+        amt = float(schedule.dose_amount[i]) * scale
+        if ROUTES[route] == "infusion":
+            ss_rate[k, route] = amt / float(schedule.dose_duration[i])
+            ss_duration[k] = float(schedule.dose_duration[i])
+        else:
+            ss_bolus[k, route] = amt
+        ss_ii[k] = float(schedule.dose_ii[i])
+        ss_lag[k] = lag
+
+    # Assign save times to segments (right-continuous) and split crowded segments at save times.
+    seg_idx = np.clip(np.searchsorted(bounds, t, side="right") - 1, 0, m - 1)
+    rows: list[tuple[int, float, float, np.ndarray]] = []  # (event segment, t0, t1, save positions)
+    for k in range(m):
+        pos = np.nonzero(seg_idx == k)[0]
+        chunks = [pos[j:j + save_slots] for j in range(0, max(len(pos), 1), save_slots)]
+        for j, chunk in enumerate(chunks):
+            start = bounds[k] if j == 0 else float(t[chunk[0]])
+            end = ends[k] if j == len(chunks) - 1 else float(t[chunks[j + 1][0]])
+            rows.append((k, start, end, chunk))
+    n_needed = len(rows)
+    size = _bucket(n_needed) if n_segments is None else int(n_segments)
+    if size < n_needed:
+        raise ValueError(f"n_segments={n_segments} is too small: this schedule and time grid need {n_needed}")
+
+    def expand(arr, fill=0.0, persist=False):
+        # Inputs (rates, active session) persist over every sub-segment of an event segment;
+        # jumps and resets happen only in its first sub-segment.
+        out = np.full((size,) + arr.shape[1:], fill, dtype=np.float64)
+        for row, (k, *_rest) in enumerate(rows):
+            if persist or row == 0 or rows[row - 1][0] != k:
+                out[row] = arr[k]
+        return out
+
+    t0 = np.full(size, t_last)
+    t1 = np.full(size, t_last)
+    save_ts = np.full((size, save_slots), t_last)
+    save_index = np.zeros(t.shape[0], dtype=np.int64)
+    for row, (_k, start, end, chunk) in enumerate(rows):
+        t0[row], t1[row] = start, end
+        save_ts[row, :] = end
+        save_ts[row, :len(chunk)] = t[chunk]
+        save_index[chunk] = row * save_slots + np.arange(len(chunk))
+
+    return SegmentTable(
+        t0=jnp.asarray(t0), t1=jnp.asarray(t1), bolus=jnp.asarray(expand(bolus)), rate=jnp.asarray(expand(rate, persist=True)),
+        session=jnp.asarray(expand(session, persist=True)), onset=jnp.asarray(expand(onset)), ss=jnp.asarray(expand(ss)),
+        ss_bolus=jnp.asarray(expand(ss_bolus)), ss_rate=jnp.asarray(expand(ss_rate)),
+        ss_duration=jnp.asarray(expand(ss_duration)), ss_ii=jnp.asarray(expand(ss_ii, 1.0)),
+        ss_lag=jnp.asarray(expand(ss_lag)), save_ts=jnp.asarray(save_ts), save_index=jnp.asarray(save_index),
+        has_ss=bool(ss.any()), has_sessions=bool(len(sess)))
+
+
+def default_solver() -> dfx.AbstractSolver:  # noqa: D401
+    """Kvaerno5 (L-stable ESDIRK, 5th order): stiff-capable, for systems spanning minutes to months.
+    A chord root finder with loose Newton tolerances avoids the rejected steps measured with the
+    default one (see ../shared/NOTES.md)."""
+    return dfx.Kvaerno5(root_finder=dfx.VeryChord(rtol=1e-3, atol=1e-6))
+
+
+#: Status codes returned by :func:`solve`.
+STATUS = {0: "ok", 1: "maximum number of solver steps reached", 2: "solver failure or non-finite state"}
+
+
+def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | None = None, rtol: float = 1e-8,
+          atol: float = 1e-12, max_steps: int = 100_000, adjoint: dfx.AbstractAdjoint | None = None,
+          dtmax: float | None = None, method: str = "auto") -> tuple[Float[Array, "N states"], Int[Array, ""], Int[Array, ""]]:
+    """Integrate ``model`` over a :class:`SegmentTable`. Pure: ``jit``, ``vmap`` and ``grad`` pass through.
+
+    ``method="auto"`` propagates linear models (those with a ``propagate`` method, e.g. every
+    :mod:`pkpd.pk` model) exactly by matrix exponentials and integrates the others with diffrax;
+    ``"ode"`` forces diffrax; ``"exact"`` requires the exact path.
+
+    Returns ``(states at the save times, status code (see STATUS), total accepted steps)``.
+    Never raises on solver failure: check the status (``simulate`` does).
+    """
+    if method not in ("auto", "ode", "exact"):
+        raise ValueError(f"method={method!r} is not known; valid: 'auto', 'ode', 'exact'")
+    exact = hasattr(model, "propagate") and method != "ode"
+    if method == "exact" and not exact:
+        raise ValueError(f"method='exact' needs a linear model with a propagate method; {type(model).__name__} has none")
+    solver = model.default_solver() if solver is None else solver
+    adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    controller = dfx.PIDController(rtol=rtol, atol=atol, dtmax=dtmax)
+    term = dfx.ODETerm(lambda t, y, args: model.vector_field(t, y, args[0], args[1]))
+
+    def step(carry, seg):
+        y, status = carry
+        if table.has_ss:
+            y_ss = model.steady_state(y, seg["ss_bolus"], seg["ss_rate"], seg["ss_duration"], seg["ss_ii"], seg["ss_lag"])
+            y = jnp.where(seg["ss"] > 0, y_ss, y)
+        y = model.dose(y, seg["bolus"])
+        if table.has_sessions:
+            y = model.session_onset(y, seg["onset"])
+        if exact:
+            dts = jnp.concatenate([seg["save_ts"], seg["t1"][None]]) - seg["t0"]
+            ys = jax.vmap(lambda dt: model.propagate(y, seg["rate"], dt))(dts)
+            code = jnp.where(jnp.all(jnp.isfinite(ys)), 0, 2)
+            return (ys[-1], jnp.maximum(status, code)), (ys[:-1], jnp.asarray(0))
+        sol = dfx.diffeqsolve(
+            term, solver, seg["t0"], seg["t1"], None, y, args=(seg["rate"], seg["session"]),
+            saveat=dfx.SaveAt(subs=[dfx.SubSaveAt(ts=seg["save_ts"]), dfx.SubSaveAt(t1=True)]),
+            stepsize_controller=controller, max_steps=max_steps, throw=False, adjoint=adjoint)
+        ys, y_end = sol.ys
+        y_end = y_end[0]
+        code = jnp.where(sol.result == dfx.RESULTS.successful, 0,
+                         jnp.where(sol.result == dfx.RESULTS.max_steps_reached, 1, 2))
+        code = jnp.where((code == 0) & ~jnp.all(jnp.isfinite(ys)), 2, code)
+        return (y_end, jnp.maximum(status, code)), (ys, sol.stats["num_accepted_steps"])
+
+    segs = {name: getattr(table, name) for name in ("t0", "t1", "bolus", "rate", "session", "onset", "ss", "ss_bolus",
+                                                     "ss_rate", "ss_duration", "ss_ii", "ss_lag", "save_ts")}
+    y0 = model.initial_state()
+    (_, status), (ys, steps) = jax.lax.scan(step, (y0, jnp.asarray(0)), segs)
+    ys = ys.reshape((-1, y0.shape[0]))[table.save_index]
+    return ys, status, jnp.sum(steps)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(batched: bool, **options: Any):
+    """A jitted (and for populations vmapped) :func:`solve`, cached by options so that repeated
+    calls with the same shapes never recompile."""
+    key = (batched, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+    try:
+        return _COMPILED[key]
+    except TypeError:  # unhashable option (e.g. a custom solver): compile without caching
+        key = None
+    except KeyError:
+        pass
+    fn = functools.partial(solve, **options)
+    if batched:
+        fn = eqx.filter_vmap(fn, in_axes=(eqx.if_array(0), eqx.if_array(0)))
+    fn = eqx.filter_jit(fn)
+    if key is not None:
+        _COMPILED[key] = fn
+    return fn
+
+
+def _raise_on_failure(status, where: str):
+    status = np.asarray(status)
+    if np.any(status != 0):
+        bad = np.nonzero(np.atleast_1d(status))[0]
+        code = int(np.atleast_1d(status)[bad[0]])
+        who = f" (subjects {bad[:10].tolist()}{'...' if len(bad) > 10 else ''})" if status.ndim else ""
+        advice = ("increase max_steps, loosen rtol/atol, or use the stiff default solver"
+                  if code == 1 else "check the parameters for non-finite or extreme values")
+        raise SolverError(f"{where}: {STATUS[code]}{who}. Try: {advice}; or pass throw=False to get a "
+                          "Trajectory with .status set instead of an error.")
+
+
+def _options(solver, rtol, atol, max_steps, adjoint, dtmax, method):
+    from ._units import check_finite
+
+    check_finite("rtol", rtol, lo=0.0, lo_open=True)
+    check_finite("atol", atol, lo=0.0, lo_open=True)
+    if int(max_steps) < 1:
+        raise ValueError(f"max_steps={max_steps!r} must be >= 1")
+    if method not in ("auto", "ode", "exact"):
+        raise ValueError(f"method={method!r} is not known; valid: 'auto', 'ode', 'exact'")
+    return dict(solver=solver, rtol=float(rtol), atol=float(atol), max_steps=int(max_steps), adjoint=adjoint,
+                dtmax=None if dtmax is None else float(dtmax), method=method)
+
+
+def simulate(model: Model, schedule: Schedule, times, *, solver: dfx.AbstractSolver | None = None,
+             rtol: float = 1e-8, atol: float = 1e-12, max_steps: int = 100_000,
+             adjoint: dfx.AbstractAdjoint | None = None, dtmax: float | None = None, method: str = "auto",
+             throw: bool = True) -> Trajectory:
+    """Simulate ``model`` under ``schedule`` and return the states and outputs at ``times``.
+
+    **Main arguments**
+
+    - ``model``: a :class:`pkpd.model.Model` (e.g. ``pkpd.pk.OneCompartment(cl=10, v=50, ka=1)``).
+    - ``schedule``: a :class:`pkpd.Schedule` (amounts are converted to ``model.dose_unit``).
+    - ``times``: save times in hours, 1-D, non-decreasing.
+
+    **Other arguments**
+
+    - ``method``: ``"auto"`` (default) propagates linear PK models exactly with matrix
+      exponentials (machine precision) and integrates every other model with diffrax; ``"ode"``
+      forces diffrax.
+    - ``solver``: a diffrax solver; default ``model.default_solver()``, which is
+      :func:`default_solver` (Kvaerno5, stiff-capable) unless a model documents otherwise.
+      ``diffrax.Tsit5()`` is faster for non-stiff models.
+    - ``rtol``, ``atol``: step-size controller tolerances (defaults 1e-8, 1e-12).
+    - ``max_steps``: per segment; ``dtmax``: largest step (h), ``None`` for unbounded.
+    - ``adjoint``: diffrax adjoint for gradients (default ``RecursiveCheckpointAdjoint``).
+    - ``throw``: raise :class:`SolverError` on failure (default); with ``False`` the trajectory
+      carries ``status`` (0 ok, 1 max steps, 2 failure) and possibly non-finite values.
+
+    See the module docstring for the event conventions (right-continuous at dose times).
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a pkpd model (pkpd.model.Model), got {type(model).__name__}")
+    table = segment_table(model, schedule, times)
+    opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(model))
+    if traced:  # inside a user's jit/vmap/grad: stay traceable, no compile cache
+        ys, status, steps = solve(model, table, **opts)
+    else:
+        ys, status, steps = _compiled(False, **opts)(model, table)
+    if throw and not traced:
+        _raise_on_failure(status, "simulate")
+    return Trajectory(times=np.asarray(check_times(times)), states=ys, model=model, status=status, num_steps=steps)
+
+
+def stack(models) -> Model:
+    """Stack models of the same type and structure into one batched model (leading axis = subject)."""
+    models = list(models)
+    if not models:
+        raise ValueError("stack needs at least one model")
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x, dtype=jnp.float64) for x in xs]), *models)
+
+
+def simulate_population(model: Model, schedules, times, *, solver: dfx.AbstractSolver | None = None,
+                        rtol: float = 1e-8, atol: float = 1e-12, max_steps: int = 100_000,
+                        adjoint: dfx.AbstractAdjoint | None = None, dtmax: float | None = None,
+                        method: str = "auto", throw: bool = True) -> Trajectory:
+    """Simulate many subjects in one compiled, vmapped call.
+
+    ``model``: a batched model (see :func:`stack`; every array leaf has a leading subject axis),
+    or an unbatched model shared by all subjects. ``schedules``: one :class:`Schedule` for all, or
+    one per subject (different lengths are padded to a common bucket). Returns a
+    :class:`Trajectory` whose states have shape (subjects, times, states) and ``status`` per subject.
+    """
+    leaves = [x for x in jax.tree_util.tree_leaves(model) if eqx.is_array(x)]
+    n_model = leaves[0].shape[0] if leaves and leaves[0].ndim >= 1 else None
+    if isinstance(schedules, Schedule):
+        schedules = [schedules] * (n_model or 1)
+    schedules = list(schedules)
+    n = len(schedules)
+    if n_model is not None and n_model != n:
+        raise ValueError(f"length mismatch: model is batched over {n_model} subjects but {n} schedules were given")
+    if n_model is None:
+        model = stack([model] * n)
+    proto = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, model)
+    tables = [segment_table(proto, s, times) for s in schedules]
+    size = max(tb.n_segments for tb in tables)
+    tables = [tb if tb.n_segments == size else segment_table(proto, s, times, n_segments=size)
+              for tb, s in zip(tables, schedules)]
+    has_ss = any(tb.has_ss for tb in tables)
+    has_sessions = any(tb.has_sessions for tb in tables)
+    tables = [dataclasses.replace(tb, has_ss=has_ss, has_sessions=has_sessions) for tb in tables]
+    batched = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tables)
+    opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
+    ys, status, steps = _compiled(True, **opts)(model, batched)
+    if throw:
+        _raise_on_failure(status, "simulate_population")
+    return Trajectory(times=np.asarray(check_times(times)), states=ys, model=model, status=status, num_steps=steps)
