@@ -12,6 +12,9 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from . import pk as pk  # noqa: E402
+from .modalities import citation as citation, model as model, modalities as modalities, parameters as parameters  # noqa: E402
+from .plasticity import PlasticityModel as PlasticityModel  # noqa: E402
+from .protocols import protocol as protocol, protocols as protocols  # noqa: E402
 from .model import SESSION_FEATURES as SESSION_FEATURES, Model as Model  # noqa: E402
 from .nonmem import read_nonmem as read_nonmem  # noqa: E402
 from .schedule import PATTERNS as PATTERNS, ROUTES as ROUTES, Schedule as Schedule  # noqa: E402

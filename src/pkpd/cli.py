@@ -1,4 +1,8 @@
-"""Command-line interface: ``pkpd demo`` simulates a schedule and prints a summary."""
+"""Command-line interface.
+
+``pkpd demo``: simulate every modality's standard protocol for 90 days and print how spine density
+and BDNF change (relative to baseline) at 1, 7, 28 and 90 days, on the model-card values.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +10,68 @@ import argparse
 import sys
 import time
 
+DAYS = (1, 7, 28, 90)
+
 
 def _demo(args) -> int:
     import numpy as np
 
     import pkpd
 
+    names = args.modalities or pkpd.modalities()
+    unknown = [n for n in names if n not in pkpd.modalities()]
+    if unknown:
+        print(f"pkpd demo: unknown modalities {unknown}; valid: {pkpd.modalities()}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
-    model = pkpd.pk.OneCompartment(cl=10.0, v=50.0, ka=1.0)
-    schedule = pkpd.Schedule.daily(100.0, days=args.days)
-    times = np.linspace(0.0, 24.0 * args.days, 24 * args.days + 1)
-    traj = pkpd.simulate(model, schedule, times)
-    c = np.asarray(traj["concentration"])
-    print(f"pkpd {pkpd.__version__} demo: {model.describe()}")
-    print(f"schedule: {schedule}")
-    print(f"{'time (h)':>9} {'concentration (mg/L)':>22}")
-    for t in np.linspace(0.0, 24.0 * args.days, min(args.days, 7) + 1):
-        i = int(np.argmin(np.abs(times - t)))
-        print(f"{times[i]:9.1f} {c[i]:22.4f}")
-    print(f"Cmax {c.max():.4f} mg/L at {times[c.argmax()]:.1f} h; simulated in {time.perf_counter() - t0:.2f} s")
+    times = np.concatenate([np.linspace(0.0, 48.0, 97), np.linspace(49.0, 24.0 * max(DAYS), 400)])
+    readouts = ("spine_density", "bdnf")
+    rows = []
+    for name in names:
+        traj = pkpd.simulate(pkpd.model(name), pkpd.protocol(name), times)
+        vals = {r: [100 * (float(np.interp(24.0 * d, times, np.asarray(traj[r]))) - 1) for d in DAYS] for r in readouts}
+        rows.append((name, pkpd.protocols()[name], vals))
+    print(f"pkpd {pkpd.__version__}: change from baseline (%) under each standard protocol "
+          "(model-card values, not yet fitted)")
+    head = " ".join(f"{'d' + str(d):>7}" for d in DAYS)
+    print(f"{'modality':<17} {'spine density':^31} | {'BDNF':^31}")
+    print(f"{'':<17} {head} | {head}")
+    for name, _desc, vals in rows:
+        fmt = lambda xs: " ".join(f"{x:7.2f}" for x in xs)  # noqa: E731
+        print(f"{name:<17} {fmt(vals['spine_density'])} | {fmt(vals['bdnf'])}")
+    print(f"\n{len(rows)} modalities simulated over {max(DAYS)} days in {time.perf_counter() - t0:.1f} s. "
+          "Protocols: pkpd.protocols(); sources: pkpd.citation(pkpd.model(name)).")
     if args.figure:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot(times / 24.0, c)
-        ax.set_xlabel("time (days)")
-        ax.set_ylabel("concentration (mg/L)")
-        ax.set_title(f"{args.days} daily oral doses of 100 mg")
-        fig.tight_layout()
-        fig.savefig(args.figure, dpi=120)
-        print(f"figure written to {args.figure}")
+        _figure(rows, args.figure)
     return 0
+
+
+def _figure(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, _d, vals in rows:
+        ax.plot(DAYS, vals["spine_density"], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("time since first dose or session (days, log scale)")
+    ax.set_ylabel("spine density change from baseline (%)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"figure written to {path}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pkpd", description="Pharmacodynamic time-course models of synaptic plasticity.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="simulate daily oral dosing with a one-compartment model")
-    demo.add_argument("--days", type=int, default=14, help="number of daily doses (default 14)")
-    demo.add_argument("--figure", default=None, help="write a PNG of the concentration curve here")
+    demo = sub.add_parser("demo", help="simulate every modality's standard protocol and print a summary")
+    demo.add_argument("--modalities", nargs="*", default=None, help="subset of modalities (default: all)")
+    demo.add_argument("--figure", default=None, help="write a PNG of spine-density change here")
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
-    if getattr(args, "days", 1) < 1:
-        parser.error("--days must be >= 1")
     return args.func(args)
 
 

@@ -339,6 +339,14 @@ def _compiled(batched: bool, **options: Any):
     return fn
 
 
+def as_arrays(model: Model) -> Model:
+    """Model with every float leaf as a float64 array, so that new parameter values reuse the
+    compiled function instead of recompiling (``filter_jit`` treats Python floats as static)."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, dtype=jnp.float64) if isinstance(x, (float, int, np.floating, np.integer))
+        and not isinstance(x, bool) else x, model)
+
+
 def _raise_on_failure(status, where: str):
     status = np.asarray(status)
     if np.any(status != 0):
@@ -400,7 +408,7 @@ def simulate(model: Model, schedule: Schedule, times, *, solver: dfx.AbstractSol
     if traced:  # inside a user's jit/vmap/grad: stay traceable, no compile cache
         ys, status, steps = solve(model, table, **opts)
     else:
-        ys, status, steps = _compiled(False, **opts)(model, table)
+        ys, status, steps = _compiled(False, **opts)(as_arrays(model), table)
     if throw and not traced:
         _raise_on_failure(status, "simulate")
     return Trajectory(times=np.asarray(check_times(times)), states=ys, model=model, status=status, num_steps=steps)
