@@ -19,8 +19,8 @@ from .schedule import ROUTES, Schedule
 
 @dataclass(frozen=True)
 class Subject:
-    """One subject of a NONMEM dataset: its schedule and its observation rows
-    (``time_h``, ``dv``, ``cmt``)."""
+    """One subject of a NONMEM dataset: its schedule and its observation rows (``time_h``, ``dv``,
+    ``cmt``, ``predose``: recorded before a dose at the same TIME, so ``time_h`` is 1e-6 h earlier)."""
 
     id: object
     schedule: Schedule
@@ -30,7 +30,8 @@ class Subject:
 def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | None = None) -> dict[object, Subject]:
     """Read a NONMEM dataset (a pandas DataFrame or a CSV path) into ``{ID: Subject}``.
 
-    Raises ``ValueError`` naming the row for: missing columns, EVID not in {0, 1}, a dose without a
+    Raises ``ValueError`` naming the row for: missing columns, a missing ID, an ID in separate
+    blocks, a non-numeric entry, EVID not in {0, 1}, a dose without a
     positive AMT or an observation with AMT != 0, TIME decreasing within an ID, negative or
     non-finite values, RATE < 0 (model-defined rates are not supported), SS not in {0, 1}, SS=1
     without II > 0, ADDL > 0 without II > 0, an unknown CMT.
@@ -52,8 +53,27 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
         if r not in ROUTES:
             raise ValueError(f"cmt_routes[{c}]={r!r} is not a route; valid: {list(ROUTES)}")
     n = len(df)
-    col = lambda name, default: (pd.to_numeric(df[name], errors="coerce").to_numpy(float)  # noqa: E731
-                                 if name in df.columns else np.full(n, default, float))
+    if df["ID"].isna().any():
+        i = int(np.argmax(df["ID"].isna().to_numpy()))
+        raise ValueError(f"NONMEM row {i}: ID is missing")
+    ids = df["ID"].to_numpy()
+    change = np.concatenate([[True], ids[1:] != ids[:-1]])
+    starts = pd.Series(ids[change])
+    if starts.duplicated().any():
+        raise ValueError(f"NONMEM dataset: ID {starts[starts.duplicated()].iloc[0]!r} appears in separate blocks; "
+                         "NONMEM starts a new individual at each change of ID, so sort by ID (then TIME)")
+
+    def col(name, default):
+        if name not in df.columns:
+            return np.full(n, default, float)
+        raw = df[name]
+        num = pd.to_numeric(raw, errors="coerce").to_numpy(float)
+        bad = np.isnan(num) & raw.notna().to_numpy() & (raw.astype(str).str.strip() != "").to_numpy() & \
+            (raw.astype(str).str.strip() != ".").to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"NONMEM row {i}: {name}={raw.iloc[i]!r} is not a number")
+        return num
     time, amt, rate, ii, addl, ss = (col("TIME", np.nan), col("AMT", 0.0), col("RATE", 0.0), col("II", 0.0),
                                      col("ADDL", 0.0), col("SS", 0.0))
     amt, rate, ii, addl, ss = (np.nan_to_num(x, nan=0.0) for x in (amt, rate, ii, addl, ss))
@@ -110,6 +130,11 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
         schedule = (Schedule.doses(times, amounts, routes, duration=durations, ss=ss_flags, ii=iis, unit=amount_unit,
                                    label=f"ID {sid}") if times else Schedule(amount_unit=amount_unit, label=f"ID {sid}"))
         obs_rows = idx[(evid[idx] == 0) & ~(mdv[idx] == 1)]
-        obs = pd.DataFrame({"time_h": time[obs_rows], "dv": dv[obs_rows], "cmt": cmt[obs_rows]})
+        # An observation record placed before a dose record at the same TIME is a pre-dose (trough)
+        # sample; pkpd trajectories are right-continuous, so it is evaluated 1e-6 h earlier.
+        predose = np.array([bool(np.any((time[idx] == time[i]) & (evid[idx] == 1) & (idx > i))) for i in obs_rows],
+                           dtype=bool)
+        obs = pd.DataFrame({"time_h": time[obs_rows] - 1e-6 * predose, "dv": dv[obs_rows], "cmt": cmt[obs_rows],
+                            "predose": predose})
         subjects[sid] = Subject(id=sid, schedule=schedule, observations=obs)
     return subjects

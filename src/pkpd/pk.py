@@ -75,6 +75,14 @@ class LinearPK(Model):
         return phi @ y + g
 
     def steady_state(self, y, bolus, rates, duration, ii, lag):
+        ka, _ = self._ka_f()
+        if ka is None and self.depot_index is not None:
+            # Without absorption the depot row of A is zero and I - Phi is singular: solve over the
+            # other compartments (no dose can reach the depot).
+            keep = [i for i in range(self.n_states) if i != self.depot_index]
+            sub = _Reduced(self, keep)
+            x = sub.steady_state(y[jnp.asarray(keep)], bolus, rates, duration, ii, lag)
+            return (y * 0.0).at[jnp.asarray(keep)].set(x)
         a = self.matrix()
         phi_ii, _ = expm_input(a, jnp.zeros(self.n_states), ii)
         eye = jnp.eye(self.n_states)
@@ -90,6 +98,32 @@ class LinearPK(Model):
         phi_rest, _ = expm_input(a, jnp.zeros(self.n_states), ii - duration)
         x_inf = jnp.linalg.solve(eye - phi_ii, phi_rest @ g)
         return y * 0.0 + x_bolus + x_inf
+
+
+class _Reduced:
+    """A linear PK model restricted to a subset of compartments (for steady states without a depot)."""
+
+    def __init__(self, model: LinearPK, keep):
+        idx = np.asarray(keep)
+        self._a = model.matrix()[np.ix_(idx, idx)]
+        self._b = model.bolus_matrix()[idx]
+        self._r = model.rate_matrix()[idx]
+        self.n_states = len(keep)
+
+    def matrix(self):
+        return self._a
+
+    def bolus_matrix(self):
+        return self._b
+
+    def rate_matrix(self):
+        return self._r
+
+    def _ka_f(self):
+        return 1.0, 1.0
+
+    depot_index = None
+    steady_state = LinearPK.steady_state
 
 
 def _check_common(self, name):

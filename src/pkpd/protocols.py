@@ -30,7 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._units import check_finite
-from .schedule import Schedule
+from .schedule import Schedule, _whole
+
+#: Human protocols whose ``dose`` option is in mg/kg (scheduled in mg with ``body_weight_kg``).
+PER_KG_HUMAN = ("ketamine",)
 
 BODY_WEIGHT_KG = 70.0
 
@@ -45,33 +48,45 @@ class Protocol:
 def _drug(name, human_amount, human_unit, human_route, rodent_amount=None, rodent_route="ip", *,
           interval_h=24.0, default_doses=1, infusion_h=0.0, per_kg_human=False):
     def build(species="human", doses=None, dose=None, interval_h=interval_h, body_weight_kg=BODY_WEIGHT_KG,
-              loading_dose=None, per_week=None, weeks=None):
+              loading_dose=None, per_week=None, weeks=None, route=None):
         human = species == "human"
         if species not in ("human", "mouse", "rat"):
             raise ValueError(f"species={species!r} is not known; valid: ['human', 'mouse', 'rat']")
         if not human and rodent_amount is None:
             raise ValueError(f"protocol {name!r} has no rodent version")
-        n = default_doses if doses is None else int(check_finite("doses", doses, lo=1))
+        n = default_doses if doses is None else _whole("doses", doses)
         if per_week is not None:  # e.g. ketamine 2 or 3 times a week
-            per_week = int(check_finite("per_week", per_week, lo=1))
+            per_week = _whole("per_week", per_week)
             if per_week > 7:
                 raise ValueError(f"per_week={per_week} must be <= 7")
-            w = int(check_finite("weeks", weeks if weeks is not None else max(1, -(-n // per_week)), lo=1))
+            w = _whole("weeks", weeks if weeks is not None else max(1, -(-n // per_week)))
             days = [wk * 7 + int(i * 7 / per_week) for wk in range(w) for i in range(per_week)]
+            if doses is not None and n > len(days):
+                raise ValueError(f"doses={n} do not fit in {w} week(s) at {per_week} per week")
             times = [24.0 * d for d in days][: (n if doses is not None else len(days))]
         else:
-            interval = check_finite("interval_h", interval_h, lo=0.0, lo_open=n > 1)
+            interval = check_finite("interval_h", interval_h, lo=0.0, lo_open=True)
+            if weeks is not None:
+                if doses is not None:
+                    raise ValueError("give doses or weeks, not both")
+                n = max(1, int(round(_whole("weeks", weeks) * 168.0 / interval)))
             times = [i * interval for i in range(n)]
+        bw = check_finite("body_weight_kg", body_weight_kg, lo=0.0, lo_open=True)
         if dose is None:
-            amount = human_amount * (body_weight_kg if per_kg_human else 1.0) if human else rodent_amount
+            amount = human_amount if human else rodent_amount
         else:
             amount = check_finite("dose", dose, lo=0.0)
+        if human and per_kg_human:  # dose given in mg/kg (e.g. ketamine 0.5 mg/kg), scheduled in mg
+            amount = amount * bw
         unit = human_unit if human else "mg/kg"
-        route = human_route if human else rodent_route
+        default_route = human_route if human else rodent_route
+        route = default_route if route is None else route
         amounts = [amount] * len(times)
         if loading_dose is not None:
             amounts[0] = check_finite("loading_dose", loading_dose, lo=0.0)
-        dur = infusion_h if (human and route == "infusion") else 0.0
+        if route == "infusion" and infusion_h <= 0:
+            raise ValueError(f"protocol {name!r} has no infusion duration; give route='iv' or an oral route")
+        dur = infusion_h if route == "infusion" else 0.0
         return Schedule.doses(times, amounts, route, duration=dur, unit=unit, label=f"{name} ({species})")
 
     return build
@@ -81,15 +96,22 @@ def _device(name, *, pattern, pulses, duration_min, frequency_hz=0.0, intensity,
             weeks=6, gap_min=50.0, max_sessions=None):
     def build(species="human", sessions=None, per_day=per_day, days_per_week=days_per_week, weeks=weeks,
               gap_min=gap_min, pulses=pulses, duration_min=duration_min, intensity=intensity, per_week=None,
-              placement=None):
+              placement=None, frequency_hz=frequency_hz):
         if species != "human":
             raise ValueError(f"protocol {name!r} is defined for humans; got species={species!r}")
         if per_week is not None:
             days_per_week = per_week
-        if placement is not None and placement not in ("rul", "bl", "bf"):
-            raise ValueError(f"placement={placement!r} is not known; valid: 'rul', 'bl', 'bf'")
+        if placement is not None:
+            if pattern != "ect":
+                raise ValueError(f"placement is an ECT option; protocol {name!r} has none")
+            if placement not in ("rul", "bl", "bf"):
+                raise ValueError(f"placement={placement!r} is not known; valid: 'rul', 'bl', 'bf'")
+            # Electrode placement scales the seizure impulse (models/drivers/seizure.toml).
+            from . import cards
+
+            intensity = intensity * cards.load("driver", "seizure").get(f"placement_{placement}", "all").value
         if sessions is not None:
-            total = int(check_finite("sessions", sessions, lo=1))
+            total = _whole("sessions", sessions)
         elif max_sessions is not None:
             total = max_sessions  # e.g. ECT: 12 sessions whether given 2 or 3 times a week
         else:

@@ -12,6 +12,7 @@ changes order behind the user's back.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,14 @@ def _codes(name: str, values: Any, vocabulary: tuple[str, ...], n: int) -> np.nd
     return np.asarray(out, dtype=np.int64)
 
 
+def _whole(name: str, value, lo: int = 1) -> int:
+    """A whole number >= lo (``ValueError`` for 2.7, NaN, ...)."""
+    v = check_finite(name, value, lo=lo)
+    if v != int(v):
+        raise ValueError(f"{name}={value!r} must be a whole number")
+    return int(v)
+
+
 def _broadcast(name: str, values: Any, n: int, dtype=np.float64) -> np.ndarray:
     arr = np.asarray(values, dtype=dtype)
     if arr.ndim == 0:
@@ -98,6 +107,14 @@ class Schedule(eqx.Module):
     label: str = eqx.field(default="", static=True)
 
     def __check_init__(self):
+        for name in ("dose_route", "session_pattern"):
+            arr = np.asarray(getattr(self, name))
+            if arr.size and not np.issubdtype(arr.dtype, np.integer):
+                raise ValueError(f"{name} must hold integer codes, got dtype {arr.dtype} ({arr[:5]})")
+        for name in ("dose_ss", "session_seizure"):
+            arr = np.asarray(getattr(self, name))
+            if arr.size and arr.dtype != np.bool_:
+                raise ValueError(f"{name} must be boolean, got dtype {arr.dtype}")
         if self.amount_unit not in AMOUNT_UNITS:
             raise ValueError(f"amount_unit={self.amount_unit!r} is not known; valid: {sorted(AMOUNT_UNITS)}")
         nd = np.shape(self.dose_time)[0] if np.ndim(self.dose_time) == 1 else -1
@@ -232,7 +249,7 @@ class Schedule(eqx.Module):
         With ``ss=True`` the first dose is a steady-state dose (NONMEM SS=1): the system is at the
         steady state of dosing every ``every`` just before it.
         """
-        n = int(check_finite("n", n, lo=1))
+        n = _whole("n", n)
         every = check_finite("every", every, lo=0.0, lo_open=n > 1 or ss)
         start = check_finite("start", start, lo=0.0)
         times = start + every * np.arange(n)
@@ -242,12 +259,10 @@ class Schedule(eqx.Module):
                          ss=ss_flags, ii=every, label=label)
 
     @classmethod
-    def daily(cls, amount, days, *, loading_dose=None, at_hour=8.0, route="oral", unit="mg",
-              label="") -> "Schedule":
-        """Once-daily dosing for ``days`` days at ``at_hour`` (h after midnight of day 0; first dose at
-        ``at_hour`` is time 0 of the schedule). An optional ``loading_dose`` replaces the first dose."""
-        days = int(check_finite("days", days, lo=1))
-        check_finite("at_hour", at_hour, lo=0.0)
+    def daily(cls, amount, days, *, loading_dose=None, route="oral", unit="mg", label="") -> "Schedule":
+        """Once-daily dosing for ``days`` days, the first dose at time 0. An optional
+        ``loading_dose`` replaces the first dose."""
+        days = _whole("days", days)
         amounts = np.full(days, check_finite("amount", amount, lo=0.0))
         if loading_dose is not None:
             amounts[0] = check_finite("loading_dose", loading_dose, lo=0.0)
@@ -258,27 +273,32 @@ class Schedule(eqx.Module):
                  duration_unit="min", pulses=600, frequency_hz=0.0, pattern="itbs", intensity=1.2,
                  seizure=None, n=None, label="") -> "Schedule":
         """Device sessions: ``per_day`` sessions a day, ``gap`` between the starts of same-day
-        sessions, on ``days_per_week`` consecutive weekdays for ``weeks`` weeks; ``n`` caps the total.
+        sessions, on ``days_per_week`` days a week for ``weeks`` weeks; ``n`` caps the total. Five or
+        more days a week are consecutive (Mon-Fri); fewer are spread (3/week: Mon, Wed, Fri).
 
         ``pattern`` is one of :data:`PATTERNS`; ``seizure`` defaults to True for ECT and MST.
         """
-        per_day = int(check_finite("per_day", per_day, lo=1))
-        days_per_week = int(check_finite("days_per_week", days_per_week, lo=1))
+        per_day = _whole("per_day", per_day)
+        days_per_week = _whole("days_per_week", days_per_week)
         if days_per_week > 7:
             raise ValueError(f"days_per_week={days_per_week} must be <= 7")
-        weeks = int(check_finite("weeks", weeks, lo=1))
+        weeks = _whole("weeks", weeks)
         gap_h = check_finite("gap", gap, lo=0.0) * hours_per(gap_unit, field="gap_unit")
         dur_h = check_finite("duration", duration, lo=0.0, lo_open=True) * hours_per(duration_unit, field="duration_unit")
         if per_day > 1 and gap_h < dur_h:
             raise ValueError(f"gap={gap} {gap_unit} is shorter than the session duration {duration} {duration_unit}: sessions would overlap")
         if per_day > 1 and (per_day - 1) * gap_h + dur_h > 24.0:
             raise ValueError(f"{per_day} sessions with gap {gap} {gap_unit} do not fit in one day")
-        # Weekdays spread as evenly as possible over the week (3/week -> Mon, Wed, Fri).
-        weekdays = np.floor(np.arange(days_per_week) * 7.0 / days_per_week)
+        # 5/week -> Mon-Fri (consecutive weekdays, as clinical rTMS); fewer than 5 are spread over the
+        # week (3/week -> Mon, Wed, Fri; 2/week -> Mon, Thu); 6-7/week -> consecutive days.
+        if days_per_week in (1, 2, 3, 4):
+            weekdays = np.floor(np.arange(days_per_week) * 7.0 / days_per_week)
+        else:
+            weekdays = np.arange(days_per_week, dtype=float)
         day_idx = (np.arange(weeks)[:, None] * 7 + weekdays[None, :]).ravel()
         starts = (day_idx[:, None] * 24.0 + np.arange(per_day)[None, :] * gap_h).ravel()
         if n is not None:
-            n = int(check_finite("n", n, lo=1))
+            n = _whole("n", n)
             if n > starts.shape[0]:
                 raise ValueError(f"n={n} sessions requested but the schedule holds only {starts.shape[0]} "
                                  f"({per_day}/day x {days_per_week} days/week x {weeks} weeks)")
@@ -328,13 +348,17 @@ class Schedule(eqx.Module):
     def shift(self, dt: float, *, time_unit: str = "h") -> "Schedule":
         """The same schedule ``dt`` later (``dt`` >= -first event time)."""
         dt_h = check_finite("dt", dt) * hours_per(time_unit)
-        return eqx.tree_at(lambda s: (s.dose_time, s.session_start), self,
-                           (self.dose_time + dt_h, self.session_start + dt_h))
+        firsts = ([float(self.dose_time.min())] if self.n_doses else []) + (
+            [float(self.session_start.min())] if self.n_sessions else [])
+        first = min(firsts, default=0.0)
+        if first + dt_h < 0:
+            raise ValueError(f"shift dt={dt} {time_unit} would move the first event ({first:g} h) before time 0")
+        return dataclasses.replace(self, dose_time=self.dose_time + dt_h, session_start=self.session_start + dt_h)
 
     def scale(self, factor: float) -> "Schedule":
         """All dose amounts multiplied by ``factor`` (>= 0)."""
         f = check_finite("factor", factor, lo=0.0)
-        return eqx.tree_at(lambda s: s.dose_amount, self, self.dose_amount * f)
+        return dataclasses.replace(self, dose_amount=self.dose_amount * f)
 
 
 def concatenate(schedules: Sequence[Schedule]) -> Schedule:

@@ -158,6 +158,17 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
     sess = [(float(schedule.session_start[i]), float(schedule.session_start[i] + schedule.session_duration[i]), i)
             for i in range(schedule.n_sessions)]
 
+    # Unit conversions leave round-off (0.1 d -> 2.4000000000000004 h): a save time within 1e-9 h of
+    # an event is treated as at the event (so it reports the post-event state).
+    ev_all = np.array([b[0] for b in bolus_ev] + [r[0] for r in rate_ev] + [s_[0] for s_ in ss_ev]
+                      + [s_[0] for s_ in sess], dtype=np.float64)
+    if ev_all.size:
+        j = np.clip(np.searchsorted(np.sort(ev_all), t), 1, ev_all.size) - 1
+        evs = np.sort(ev_all)
+        for cand in (j, np.clip(j + 1, 0, ev_all.size - 1)):
+            close = np.abs(evs[cand] - t) <= 1e-9
+            t = np.where(close, evs[cand], t)
+        t_last = float(t[-1])
     event_times = ([b[0] for b in bolus_ev] + [r[0] for r in rate_ev] + [r[1] for r in rate_ev]
                    + [s[0] for s in ss_ev] + [s[0] for s in sess] + [s[1] for s in sess])
     t_begin = min([float(t[0])] + event_times)
@@ -180,6 +191,8 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
         if time <= t_last:
             bolus[seg_of(time), r] += amt
     for start, end, r, rr in rate_ev:
+        if start > t_last:
+            continue
         for k in range(seg_of(start), m):
             if bounds[k] >= end:
                 break
@@ -195,6 +208,8 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
                 break
             session[k] = feat
     for time, i, lag in ss_ev:
+        if time > t_last:
+            continue
         k = seg_of(time)
         if ss[k]:
             raise ValueError(f"two steady-state doses at the same time {time} h are not supported")
@@ -288,8 +303,13 @@ def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | Non
     def step(carry, seg):
         y, status = carry
         if table.has_ss:
-            y_ss = model.steady_state(y, seg["ss_bolus"], seg["ss_rate"], seg["ss_duration"], seg["ss_ii"], seg["ss_lag"])
-            y = jnp.where(seg["ss"] > 0, y_ss, y)
+            on = seg["ss"] > 0
+            # Double where: segments without an SS dose evaluate a harmless dummy steady state
+            # (ii = 24 h, no dose) so that no NaN can flow back through the unused branch.
+            y_ss = model.steady_state(y, jnp.where(on, seg["ss_bolus"], 0.0), jnp.where(on, seg["ss_rate"], 0.0),
+                                      jnp.where(on, seg["ss_duration"], 0.0), jnp.where(on, seg["ss_ii"], 24.0),
+                                      jnp.where(on, seg["ss_lag"], 0.0))
+            y = jnp.where(on, y_ss, y)
         y = model.dose(y, seg["bolus"])
         if table.has_sessions:
             y = model.session_onset(y, seg["onset"])
@@ -348,6 +368,8 @@ def as_arrays(model: Model) -> Model:
 
 
 def _raise_on_failure(status, where: str):
+    if isinstance(status, jax.core.Tracer):  # inside a user's jit: cannot inspect; check traj.status
+        return
     status = np.asarray(status)
     if np.any(status != 0):
         bad = np.nonzero(np.atleast_1d(status))[0]

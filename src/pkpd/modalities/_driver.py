@@ -78,7 +78,8 @@ class DrugDriver(Driver):
         check_parameter(name, "dose_scale", self.dose_scale)
         check_parameter(name, "ec50", self.ec50)
         check_parameter(name, "emax", self.emax, lo=0.0, lo_open=True, hi=1.0)
-        check_parameter(name, "hill", self.hill)
+        # hill < 1 gives an infinite slope of C^h at C = 0, which breaks implicit solvers.
+        check_parameter(name, "hill", self.hill, lo=1.0, lo_open=False)
 
     @property
     def state_names(self) -> tuple[str, ...]:  # type: ignore[override]

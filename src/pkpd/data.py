@@ -1,0 +1,219 @@
+"""The published-curve library: one tidy long format with provenance, validated on load.
+
+``pkpd.datasets()`` returns the curated library (``models/data/curves.csv``) as a DataFrame;
+``pkpd.load_curves(df_or_path)`` validates any table in the same format (e.g. a user's own);
+``pkpd.read_webplotdigitizer(path, ...)`` turns a WebPlotDigitizer CSV export plus metadata into it.
+
+Columns are documented in ``models/data/README.md``. Validation raises ``ValueError`` naming the
+row and the field for: a missing column, an unknown species/modality/readout/statistic/
+dispersion type/extraction, a non-numeric value, a missing unit, n < 1, a dispersion <= 0 (or a
+CI whose bounds are not increasing), a time in an unknown unit, and a row without any of
+doi/pmcid/pmid. Two columns are added: ``time_h`` (hours, NaN where no time is given) and ``se``
+(standard error of the value derived from the dispersion: se as given; sd / sqrt(n); 95 % CI
+width / 3.92; range / 4 / sqrt(n); iqr / 1.35 / sqrt(n); NaN where not reported or where n is
+missing for an sd, range or iqr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._paths import models_dir
+from ._units import TIME_UNITS
+from .cards import SPECIES
+
+COLUMNS = ("study_id", "species", "modality", "protocol", "protocol_options", "dose", "dose_unit", "route", "time",
+           "time_unit", "readout", "analyte", "region", "statistic", "value", "unit", "dispersion", "dispersion_type",
+           "n", "citation", "doi", "pmcid", "pmid", "location", "extraction", "quote", "note")
+READOUTS = ("concentration", "occupancy", "bdnf", "bdnf_serum", "trkb", "mtor", "spine_density", "spine_formation",
+            "neurogenesis", "hippocampal_volume", "synaptic_efficacy", "clinical_score", "response", "remission",
+            "subjective_effect")
+STATISTICS = ("mean", "median", "percent_change", "fold_change", "change_from_baseline", "slope_per_session",
+              "half_life", "cmax", "tmax", "auc", "response_rate", "remission_rate", "effect_size", "ec50",
+              "occupancy_percent")
+DISPERSION_TYPES = ("se", "sd", "ci95_low_high", "range", "iqr")
+EXTRACTIONS = ("text", "table", "secondary", "figure")
+REQUIRED = ("study_id", "species", "modality", "readout", "statistic", "value", "unit", "citation", "quote")
+
+
+def _blank(x) -> bool:
+    return x is None or (isinstance(x, float) and np.isnan(x)) or (isinstance(x, str) and not x.strip())
+
+
+def _se(disp, kind, n) -> float:
+    if _blank(disp) or _blank(kind):
+        return float("nan")
+    nn = float(n) if not _blank(n) else float("nan")
+    if kind in ("ci95_low_high", "range", "iqr") and ";" in str(disp):
+        lo, hi = (float(x) for x in str(disp).split(";"))
+        width = hi - lo
+        return {"ci95_low_high": width / 3.92, "range": width / 4.0 / np.sqrt(nn),
+                "iqr": width / 1.35 / np.sqrt(nn)}[kind]
+    d = float(disp)
+    return {"se": d, "sd": d / np.sqrt(nn), "ci95_low_high": d / 1.96, "range": d / 4.0 / np.sqrt(nn),
+            "iqr": d / 1.35 / np.sqrt(nn)}[kind]
+
+
+def load_curves(data):
+    """Validate a published-curve table (DataFrame or CSV path) and add ``time_h`` and ``se``."""
+    import pandas as pd
+
+    from .modalities import MODALITIES
+
+    if isinstance(data, (str, Path)):
+        df = pd.read_csv(data, dtype=str, keep_default_na=False)
+    elif isinstance(data, pd.DataFrame):
+        df = data.copy()
+    else:
+        raise TypeError(f"data must be a DataFrame or a CSV path, got {type(data).__name__}")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"published-curve table is missing column(s) {missing}; required: {list(REQUIRED)}")
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    df = df.replace({np.nan: ""}).astype(object)
+
+    def fail(i, msg):
+        raise ValueError(f"curve row {i} (study_id={df['study_id'].iloc[i]!r}): {msg}")
+
+    values, times, ses, ns = [], [], [], []
+    for i, row in enumerate(df.itertuples(index=False)):
+        r = row._asdict()
+        for c in REQUIRED:
+            if _blank(r[c]):
+                fail(i, f"{c} is empty")
+        checks = (("species", SPECIES), ("modality", tuple(MODALITIES)), ("readout", READOUTS),
+                  ("statistic", STATISTICS))
+        for c, vocab in checks:
+            if r[c] not in vocab:
+                fail(i, f"{c}={r[c]!r} is not known; valid: {list(vocab)}")
+        if not _blank(r["extraction"]) and r["extraction"] not in EXTRACTIONS:
+            fail(i, f"extraction={r['extraction']!r} is not known; valid: {list(EXTRACTIONS)}")
+        if all(_blank(r[c]) for c in ("doi", "pmcid", "pmid")):
+            fail(i, "no identifier: give at least one of doi, pmcid, pmid")
+        try:
+            v = float(r["value"])
+        except (TypeError, ValueError):
+            fail(i, f"value={r['value']!r} is not a number")
+        if not np.isfinite(v):
+            fail(i, f"value={r['value']!r} is not finite")
+        n = r["n"]
+        if not _blank(n):
+            try:
+                n = float(n)
+            except (TypeError, ValueError):
+                fail(i, f"n={r['n']!r} is not a number")
+            if not n >= 1:
+                fail(i, f"n={n!r} must be >= 1")
+        t = r["time"]
+        if _blank(t):
+            th = float("nan")
+        else:
+            if r["time_unit"] not in TIME_UNITS:
+                fail(i, f"time_unit={r['time_unit']!r} is not known; valid: {sorted(TIME_UNITS)}")
+            try:
+                th = float(t) * TIME_UNITS[r["time_unit"]]
+            except (TypeError, ValueError):
+                fail(i, f"time={t!r} is not a number")
+            if not (np.isfinite(th) and th >= 0):
+                fail(i, f"time={t!r} must be finite and >= 0")
+        kind, disp = r["dispersion_type"], r["dispersion"]
+        if not _blank(disp) or not _blank(kind):
+            if kind not in DISPERSION_TYPES:
+                fail(i, f"dispersion_type={kind!r} is not known; valid: {list(DISPERSION_TYPES)}")
+            try:
+                parts = [float(x) for x in str(disp).split(";")]
+            except ValueError:
+                fail(i, f"dispersion={disp!r} is not a number (or 'lo;hi' for intervals)")
+            if len(parts) == 2:
+                if not parts[1] > parts[0]:
+                    fail(i, f"dispersion interval {disp!r} must have lo < hi")
+            elif len(parts) != 1 or not parts[0] > 0:
+                fail(i, f"dispersion={disp!r} must be > 0")
+        values.append(v)
+        times.append(th)
+        ses.append(_se(disp, kind, n))
+        ns.append(float("nan") if _blank(n) else float(n))
+    df["value"] = np.asarray(values, dtype=float)
+    df["n"] = np.asarray(ns, dtype=float)
+    df["time_h"] = np.asarray(times, dtype=float)
+    df["se"] = np.asarray(ses, dtype=float)
+    return df.reset_index(drop=True)
+
+
+_LIBRARY = None
+
+
+def datasets(modality: str | None = None, *, readout: str | None = None, family: str | None = None,
+             species: str | None = None):
+    """The curated published-curve library as a DataFrame (validated), optionally filtered.
+
+    ``family``: psychedelic | ketamine | ssri | stimulation | seizure.
+    """
+    from .modalities import MODALITIES, get_modality
+
+    global _LIBRARY
+    if _LIBRARY is None:
+        _LIBRARY = load_curves(models_dir() / "data" / "curves.csv")
+    df = _LIBRARY.copy()
+    if modality is not None:
+        get_modality(modality)
+        df = df[df["modality"] == modality]
+    if readout is not None:
+        if readout not in READOUTS:
+            raise KeyError(f"unknown readout {readout!r}; valid: {list(READOUTS)}")
+        df = df[df["readout"] == readout]
+    if family is not None:
+        fams = sorted({m.family for m in MODALITIES.values()})
+        if family not in fams:
+            raise KeyError(f"unknown family {family!r}; valid: {fams}")
+        df = df[df["modality"].map(lambda m: MODALITIES[m].family) == family]
+    if species is not None:
+        if species not in SPECIES:
+            raise ValueError(f"species={species!r} is not known; valid: {list(SPECIES)}")
+        df = df[df["species"] == species]
+    return df.reset_index(drop=True)
+
+
+def read_webplotdigitizer(path, *, study_id: str, species: str, modality: str, readout: str, statistic: str,
+                          unit: str, time_unit: str, citation: str, doi: str = "", pmcid: str = "", pmid: str = "",
+                          location: str = "figure", n: float | None = None, dispersion=None,
+                          dispersion_type: str | None = None, protocol_options: str = "", quote: str = "",
+                          note: str = ""):
+    """Turn a WebPlotDigitizer CSV export (x = time, y = value; one dataset) into validated rows.
+
+    Accepted layouts: two numeric columns without header; a header ``x,y`` (any case); or WPD's
+    two-line header (dataset name, then ``X,Y``). ``extraction`` is set to ``figure`` and the note
+    says the points were digitised. ``dispersion`` may be one number for all points or one per point.
+    """
+    import pandas as pd
+
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    rows = []
+    for ln in lines:
+        cells = [c.strip() for c in ln.split(",")]
+        try:
+            nums = [float(c) for c in cells if c != ""]
+        except ValueError:
+            continue  # a header line
+        if len(nums) != 2:
+            raise ValueError(f"{path}: expected two columns (x = time, y = value) per line, got {len(nums)} in {ln!r}")
+        rows.append(nums)
+    if not rows:
+        raise ValueError(f"{path}: no numeric (x, y) rows found; export one dataset from WebPlotDigitizer as CSV")
+    xy = np.asarray(rows)
+    k = xy.shape[0]
+    disp = [""] * k if dispersion is None else list(np.broadcast_to(np.asarray(dispersion, dtype=float), (k,)))
+    df = pd.DataFrame({
+        "study_id": study_id, "species": species, "modality": modality, "protocol": modality,
+        "protocol_options": protocol_options, "time": xy[:, 0], "time_unit": time_unit, "readout": readout,
+        "statistic": statistic, "value": xy[:, 1], "unit": unit, "dispersion": disp,
+        "dispersion_type": dispersion_type or "", "n": "" if n is None else n, "citation": citation, "doi": doi,
+        "pmcid": pmcid, "pmid": pmid, "location": location, "extraction": "figure",
+        "quote": quote or f"digitised from {location} with WebPlotDigitizer",
+        "note": (note + " " if note else "") + "values read off a figure (WebPlotDigitizer)",
+    })
+    return load_curves(df)

@@ -1,0 +1,386 @@
+"""Fitting modality models to published curves: MAP (optimistix) and full Bayesian (NumPyro NUTS).
+
+Parameters are fitted in an unconstrained space with the model cards' priors: lognormal priors
+are Normal in log space; beta priors are used through their logit-normal moment match
+(sd = 1 / sqrt(mean (1 - mean) (concentration + 1))); normal priors as they are. PK and target
+parameters are species-specific (``cl@human``); core and driver parameters are shared across
+species (an assumption of the model). By default the fitted parameters are those the usable data
+rows can inform (:data:`INFORMS`); pass ``parameters=[...]`` to choose.
+
+``pkpd.fit(modality, data=None, method="map")`` returns a :class:`MapFit`;
+``method="nuts"`` returns arviz ``InferenceData`` with posterior, prior, observed_data,
+posterior_predictive and log_likelihood groups (save with ``.to_netcdf``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import cards
+from .modalities import build, get_modality
+from .observe import ClinicalLink, ErrorModel, ObservationSet, log_likelihood, predict, prepare
+
+#: Which parameters each readout informs (filtered to those the model has).
+INFORMS: dict[str, tuple[str, ...]] = {
+    "concentration": ("ka", "cl", "v", "v1", "v2", "q", "cl_m", "v_m", "fm"),
+    "occupancy": ("ec50",),
+    "spine_density": ("k_spine_form", "k_spine_elim"),
+    "hippocampal_volume": ("g_vegf", "k_volume"),
+    "neurogenesis": ("e_neuro",),
+    "synaptic_efficacy": ("eta", "a_itbs", "a_ctbs", "a_rtms_max"),
+    "response": ("g_spine", "g_efficacy", "clinical_spread"),
+    "remission": ("g_spine", "g_efficacy", "clinical_spread", "remission_improvement"),
+    "clinical_score": ("g_spine", "g_efficacy", "k_clinical"),
+}
+PK_TARGET = ("ka", "cl", "v", "v1", "v2", "q", "cl_m", "v_m", "fm", "f", "ec50", "ec50_m", "emax", "hill")
+CLINICAL = ("clinical_spread", "remission_improvement")
+#: Solver settings used in fits: tolerances matched to data noise (a few %), not to 1e-8.
+FIT_SOLVE = dict(rtol=1e-6, atol=1e-9, solver=dfx.Tsit5())
+
+
+class FitError(ValueError):
+    """A fit that cannot be set up (no usable data, unknown parameter, bad settings)."""
+
+
+@dataclass
+class ParamSpec:
+    name: str            # e.g. "cl@human" or "k_spine_form"
+    base: str            # e.g. "cl"
+    species: str | None  # None: shared
+    transform: str       # log | logit | identity
+    mu: float
+    sigma: float
+    unit: str
+    status: str
+
+
+def _prior_z(p: cards.Parameter) -> tuple[str, float, float]:
+    d = p.prior["dist"]
+    if d == "lognormal":
+        return "log", float(np.log(p.prior["median"])), float(p.prior["sigma"])
+    if d == "beta":
+        m, c = float(p.prior["mean"]), float(p.prior["concentration"])
+        return "logit", float(np.log(m / (1 - m))), float(1.0 / np.sqrt(m * (1 - m) * (c + 1)))
+    if d == "normal":
+        return "identity", float(p.prior["mean"]), float(p.prior["sd"])
+    raise FitError(f"{p.card}.{p.name}: a {d} prior cannot be fitted (e.g. lag times are static)")
+
+
+def _to_natural(transform, z):
+    return {"log": jnp.exp, "logit": jax.nn.sigmoid, "identity": lambda x: x}[transform](z)
+
+
+def _where(model, base):
+    """Getter of parameter ``base`` inside a PlasticityModel (core, driver or driver.pk)."""
+    for getter in (lambda m: m.core, lambda m: m.driver, lambda m: m.driver.pk):
+        try:
+            obj = getter(model)
+        except AttributeError:
+            continue
+        if base in {f.name for f in getattr(obj, "__dataclass_fields__", {}).values()} and getattr(obj, base) is not None:
+            return lambda m, g=getter: getattr(g(m), base)
+    return None
+
+
+class Problem:
+    """A modality, its data, the models per species, and the fitted parameter specifications."""
+
+    def __init__(self, modality: str, data=None, *, parameters=None, error: ErrorModel | None = None):
+        from .data import datasets, load_curves
+
+        get_modality(modality)
+        self.modality = modality
+        df = datasets(modality) if data is None else load_curves(data)
+        self.models: dict = {}
+        self.used: dict = {}
+
+        def model_for(species):
+            if species not in self.models:
+                self.models[species], used = build(modality, species)
+                self.used[species] = {p.name: p for p in used}
+            return self.models[species]
+
+        self.obs: ObservationSet = prepare(modality, df, model_for)
+        if self.obs.n == 0:
+            reasons = "; ".join(sorted(set(self.obs.excluded.get("reason", [])))) or "no rows for this modality"
+            raise FitError(f"no usable data for {modality!r}: {reasons}")
+        core = cards.load("core", "core")
+        self.clinical = ClinicalLink(**{n: core.get(n, "all").value for n in CLINICAL})
+        self._clinical_cards = {n: core.get(n, "all") for n in CLINICAL}
+        self.error = error or ErrorModel()
+        if parameters is None:
+            readouts = set(self.obs.rows["readout"])
+            parameters = list(dict.fromkeys(n for r in readouts for n in INFORMS.get(r, ())))
+            auto = True
+        else:
+            auto = False
+        self.specs: list[ParamSpec] = []
+        for name in parameters:
+            base, _, sp = name.partition("@")
+            if base in CLINICAL:
+                p = self._clinical_cards[base]
+                self._add(name, base, None, p)
+                continue
+            species_list = [sp] if sp else (self.obs.species if base in PK_TARGET else [None])
+            for s in species_list:
+                m = self.models.get(s or self.obs.species[0])
+                if m is None:
+                    raise FitError(f"parameter {name!r}: no data for species {s!r}")
+                if _where(m, base) is None:
+                    if auto:
+                        continue
+                    raise FitError(f"parameter {base!r} is not a parameter of the {modality} model")
+                if base in PK_TARGET and s is not None and not self._pk_informed(base, s):
+                    continue
+                p = self.used[s or self.obs.species[0]].get(base)
+                if p is None:
+                    raise FitError(f"parameter {base!r} has no model-card entry")
+                self._add(f"{base}@{s}" if base in PK_TARGET else base, base, s if base in PK_TARGET else None, p)
+        if not self.specs:
+            raise FitError(f"none of the parameters {parameters} can be informed by the usable data of {modality!r}")
+        self.mu = np.array([s.mu for s in self.specs])
+        self.sigma = np.array([s.sigma for s in self.specs])
+
+    def _pk_informed(self, base, species):
+        rows = self.obs.rows[self.obs.rows["species"] == species]
+        return any(base in INFORMS.get(r, ()) for r in set(rows["readout"]))
+
+    def _add(self, name, base, species, p: cards.Parameter):
+        if any(s.name == name for s in self.specs):
+            return
+        transform, mu, sigma = _prior_z(p)
+        self.specs.append(ParamSpec(name, base, species, transform, mu, sigma, p.unit, p.status))
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def natural(self, z) -> dict:
+        return {s.name: _to_natural(s.transform, z[i]) for i, s in enumerate(self.specs)}
+
+    def apply(self, z):
+        """Models per species and the clinical link with the parameters ``z`` (unconstrained)."""
+        models = dict(self.models)
+        clinical = self.clinical
+        for i, s in enumerate(self.specs):
+            x = _to_natural(s.transform, z[i])
+            if s.base in CLINICAL:
+                clinical = eqx.tree_at(lambda c, b=s.base: getattr(c, b), clinical, x)
+                continue
+            for sp in ([s.species] if s.species else list(models)):
+                where = _where(models[sp], s.base)
+                models[sp] = eqx.tree_at(where, models[sp], x)
+        return models, clinical
+
+    def predict(self, z, *, adjoint=None):
+        models, clinical = self.apply(z)
+        opts = dict(FIT_SOLVE)
+        if adjoint is not None:
+            opts["adjoint"] = adjoint
+        return predict(models, clinical, self.obs, solve_options=opts)
+
+    def sd(self):
+        return np.asarray(self.error.sd(jnp.asarray(self.obs.value), jnp.asarray(self.obs.se)))
+
+
+@dataclass
+class MapFit:
+    """Maximum a posteriori fit: values, Laplace uncertainty and identifiability per parameter."""
+
+    modality: str
+    names: list
+    z: np.ndarray
+    natural: dict
+    cov_z: np.ndarray
+    prior_sigma: np.ndarray
+    converged: bool
+    n_steps: int
+    objective: float
+    seconds: float
+    starts: int
+    observations: object = field(repr=False, default=None)
+    predictions: np.ndarray = field(repr=False, default=None)
+    problem: object = field(repr=False, default=None)
+
+    @property
+    def sd_ratio(self) -> dict:
+        """Posterior / prior standard deviation in the fitted (log/logit) space; > 0.9 means the
+        data taught little about that parameter."""
+        return {n: float(np.sqrt(max(self.cov_z[i, i], 0.0)) / self.prior_sigma[i]) for i, n in enumerate(self.names)}
+
+    def summary(self):
+        import pandas as pd
+
+        rows = []
+        for i, n in enumerate(self.names):
+            sd = float(np.sqrt(max(self.cov_z[i, i], 0.0)))
+            spec = self.problem.specs[i] if self.problem is not None else None
+            rows.append(dict(parameter=n, map=float(self.natural[n]), unit=spec.unit if spec else "",
+                             prior_median=float(_to_natural(spec.transform, spec.mu)) if spec else np.nan,
+                             sd_z=sd, sd_ratio=self.sd_ratio[n], data_taught_little=self.sd_ratio[n] > 0.9,
+                             card_status=spec.status if spec else ""))
+        return pd.DataFrame(rows)
+
+    def residuals(self):
+        """Data rows with the MAP prediction and the standardised residual."""
+        df = self.observations.rows[["study_id", "species", "readout", "statistic", "time_h", "value", "unit", "se"]].copy()
+        df["prediction"] = self.predictions
+        df["sd"] = self.problem.sd() if self.problem is not None else np.nan
+        df["z_residual"] = (df["value"] - df["prediction"]) / df["sd"]
+        return df
+
+    @property
+    def model(self):
+        """The fitted model of the first species in the data."""
+        models, _ = self.problem.apply(jnp.asarray(self.z))
+        return models[self.problem.obs.species[0]]
+
+    def to_dict(self) -> dict:
+        return dict(modality=self.modality, names=list(self.names), z=np.asarray(self.z).tolist(),
+                    natural={k: float(v) for k, v in self.natural.items()}, cov_z=np.asarray(self.cov_z).tolist(),
+                    prior_sigma=np.asarray(self.prior_sigma).tolist(), converged=bool(self.converged),
+                    n_steps=int(self.n_steps), objective=float(self.objective), seconds=float(self.seconds),
+                    starts=int(self.starts))
+
+    def save(self, path) -> None:
+        """Write the fit (without the data) as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path) -> "MapFit":
+        d = json.loads(Path(path).read_text())
+        return cls(modality=d["modality"], names=d["names"], z=np.asarray(d["z"]), natural=d["natural"],
+                   cov_z=np.asarray(d["cov_z"]), prior_sigma=np.asarray(d["prior_sigma"]), converged=d["converged"],
+                   n_steps=d["n_steps"], objective=d["objective"], seconds=d["seconds"], starts=d["starts"])
+
+
+def fit_map(problem: Problem, *, starts: int = 3, seed: int = 0, max_steps: int = 200, progress: bool = True) -> MapFit:
+    """MAP by Levenberg-Marquardt (optimistix) on standardised data and prior residuals, with
+    forward-mode Jacobians; ``starts`` starting points (the prior medians, then prior draws)."""
+    import optimistix as optx
+
+    t0 = time.perf_counter()
+    value, sd = jnp.asarray(problem.obs.value), jnp.asarray(problem.sd())
+    mu, sigma = jnp.asarray(problem.mu), jnp.asarray(problem.sigma)
+
+    def residuals(z, _):
+        pred = problem.predict(z, adjoint=dfx.ForwardMode())
+        return jnp.concatenate([(pred - value) / sd, (z - mu) / sigma])
+
+    solver = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
+    run = eqx.filter_jit(lambda z0: optx.least_squares(residuals, solver, z0, options=dict(jac="fwd"),
+                                                      max_steps=max_steps, throw=False))
+    resid = eqx.filter_jit(lambda zz: residuals(zz, None))
+    rng = np.random.default_rng(seed)
+    best = None
+    for k in range(starts):
+        z0 = problem.mu if k == 0 else problem.mu + problem.sigma * rng.standard_normal(len(problem.mu))
+        sol = run(jnp.asarray(z0))
+        z = np.asarray(sol.value)
+        r = np.asarray(resid(jnp.asarray(z)))
+        obj = 0.5 * float(np.sum(r**2)) if np.all(np.isfinite(r)) else np.inf
+        ok = bool(sol.result == optx.RESULTS.successful)
+        if progress:
+            print(f"[pkpd.fit map {problem.modality}] start {k + 1}/{starts}: objective {obj:.4g}, "
+                  f"{int(sol.stats['num_steps'])} steps, {'converged' if ok else 'not converged'}", flush=True)
+        if best is None or obj < best[1]:
+            best = (z, obj, ok, int(sol.stats["num_steps"]))
+    z, obj, ok, steps = best
+    jac = np.asarray(eqx.filter_jit(jax.jacfwd(lambda zz: residuals(zz, None)))(jnp.asarray(z)))
+    cov = np.linalg.pinv(jac.T @ jac)  # Laplace: inverse Fisher information of the residuals
+    pred = np.asarray(eqx.filter_jit(problem.predict)(jnp.asarray(z)))
+    natural = {k: float(v) for k, v in problem.natural(jnp.asarray(z)).items()}
+    return MapFit(modality=problem.modality, names=problem.names, z=z, natural=natural, cov_z=cov,
+                  prior_sigma=np.asarray(problem.sigma), converged=ok, n_steps=steps, objective=obj,
+                  seconds=time.perf_counter() - t0, starts=starts, observations=problem.obs, predictions=pred,
+                  problem=problem)
+
+
+def _numpyro_model(problem: Problem):
+    import numpyro
+    import numpyro.distributions as dist
+
+    value, sd = jnp.asarray(problem.obs.value), jnp.asarray(problem.sd())
+
+    def model(obs=None):
+        z = jnp.stack([numpyro.sample(f"z_{s.name}", dist.Normal(s.mu, s.sigma)) for s in problem.specs])
+        for s, x in zip(problem.specs, [_to_natural(s.transform, z[i]) for i, s in enumerate(problem.specs)]):
+            numpyro.deterministic(s.name, x)
+        pred = problem.predict(z)
+        numpyro.deterministic("prediction", pred)
+        numpyro.sample("obs", dist.Normal(pred, sd), obs=obs)
+
+    return model, value
+
+
+def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int = 500, seed: int = 0,
+             progress: bool = True, dense_mass: bool = True, init: MapFit | None = None, prior_draws: int = 100):
+    """NUTS (NumPyro) from the MAP; returns arviz InferenceData with posterior, prior,
+    observed_data, posterior_predictive and log_likelihood. Chains run sequentially (NOTES.md:
+    ``parallel`` fails with diffrax's checkpointed loop)."""
+    import arviz as az
+    from numpyro.infer import MCMC, NUTS, Predictive, init_to_value
+
+    model, value = _numpyro_model(problem)
+    if init is None:
+        init = fit_map(problem, starts=1, progress=progress)
+    kernel = NUTS(model, dense_mass=dense_mass,
+                  init_strategy=init_to_value(values={f"z_{n}": float(init.z[i]) for i, n in enumerate(problem.names)}))
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="sequential",
+                progress_bar=progress)
+    t0 = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(seed), obs=value)
+    seconds = time.perf_counter() - t0
+    samples = mcmc.get_samples()
+    post_pred = Predictive(model, samples, return_sites=["obs"])(jax.random.PRNGKey(seed + 1))
+    prior = Predictive(model, num_samples=prior_draws)(jax.random.PRNGKey(seed + 2))
+    idata = az.from_numpyro(mcmc, prior=prior, posterior_predictive=post_pred,
+                            coords={"row": np.arange(problem.obs.n)}, dims={"obs": ["row"], "prediction": ["row"]})
+    idata.posterior.attrs.update(modality=problem.modality, sampling_seconds=seconds, parameters=json.dumps(problem.names),
+                                 pkpd_fit="nuts")
+    return idata
+
+
+def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, chains: int = 2, warmup: int = 500,
+        draws: int = 500, seed: int = 0, starts: int = 3, progress: bool = True, error: ErrorModel | None = None):
+    """Fit a modality's model to published curves.
+
+    **Main arguments**
+
+    - ``modality_or_model``: a modality name (``pkpd.modalities()``) or a model built by
+      ``pkpd.model`` (its modality is used; values are re-read from the cards).
+    - ``data``: a published-curve DataFrame or CSV path; ``None`` = the curated library's rows
+      for this modality.
+    - ``method``: ``"map"`` (returns :class:`MapFit`) or ``"nuts"`` (returns arviz InferenceData).
+
+    **Other arguments**
+
+    ``parameters`` (names; ``"cl@human"`` for species-specific PK), ``chains``, ``warmup``,
+    ``draws``, ``seed``, ``starts`` (MAP multi-start), ``progress``, ``error`` (:class:`ErrorModel`).
+    """
+    from .plasticity import PlasticityModel
+
+    if isinstance(modality_or_model, PlasticityModel):
+        modality = modality_or_model.modality
+    elif isinstance(modality_or_model, str):
+        modality = modality_or_model
+    else:
+        raise TypeError(f"fit takes a modality name or a pkpd model, got {type(modality_or_model).__name__}")
+    if method not in ("map", "nuts"):
+        raise ValueError(f"method={method!r} is not known; valid: 'map', 'nuts'")
+    for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws), ("starts", starts)):
+        if not isinstance(v, (int, np.integer)) or v < (0 if name == "warmup" else 1):
+            raise ValueError(f"{name}={v!r} must be an integer >= {0 if name == 'warmup' else 1}")
+    problem = Problem(modality, data, parameters=parameters, error=error)
+    if method == "map":
+        return fit_map(problem, starts=starts, seed=seed, progress=progress)
+    return fit_nuts(problem, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress)
