@@ -220,3 +220,16 @@ def test_at_least_60_percent_of_human_pk_parameters_sourced_or_derived():
               for sp, p in by.items() if sp == "human"]
     share = np.mean([s != "assumed" for s in status])
     assert share >= 0.6, share
+
+
+def test_clinical_state_bounded_and_baseline_fixed_under_sessions():
+    # Regression: the clinical state was once overwritten by the stimulation drive.
+    for name in ("rtms_1hz", "fluoxetine", "accelerated_itbs"):
+        traj = pkpd.simulate(pkpd.model(name), pkpd.protocol(name), np.linspace(0, 24 * 90, 91))
+        score = np.asarray(traj["symptom_score"])
+        assert np.all(score > 0.0) and np.all(score < 1.5), name
+
+
+def test_hill_below_one_rejected():
+    with pytest.raises(ValueError, match="hill"):
+        pkpd.model("psilocybin", hill=0.8)

@@ -147,3 +147,39 @@ def test_schedules_and_times_do_not_recompile(oral_model):
     assert len(_COMPILED) == n
     if size is not None:
         assert fn._cached._cache_size() == size
+
+
+# --- regressions from the code review ---------------------------------------------------------
+
+def test_events_after_last_save_time_are_ignored():
+    m = pkpd.pk.OneCompartment(cl=5.0, v=20.0, ka=1.0)
+    s = pkpd.Schedule.infusion(100.0, 2.0, at=20.0) + pkpd.Schedule.doses([30.0], [50.0], "oral", ss=True, ii=24.0)
+    c = np.asarray(pkpd.simulate(m, s, [0.0, 5.0, 10.0])["concentration"])
+    assert np.all(c == 0.0)
+
+
+def test_ss_gradient_finite_without_absorption():
+    def loss(cl):
+        m = pkpd.pk.TwoCompartment(cl=cl, v1=10.0, q=6.0, v2=30.0)
+        s = pkpd.Schedule.single_dose(100.0, "iv") + pkpd.Schedule.doses([24.0], [100.0], "iv", ss=True, ii=24.0)
+        return jnp.sum(pkpd.simulate(m, s, np.array([30.0, 40.0]))["concentration"])
+
+    g = jax.grad(loss)(4.0)
+    fd = (loss(4.0 + 1e-5) - loss(4.0 - 1e-5)) / 2e-5
+    assert np.isfinite(g) and np.isclose(g, fd, rtol=1e-5)
+
+
+def test_unit_roundoff_keeps_right_continuity():
+    m = pkpd.pk.OneCompartment(cl=5.0, v=20.0)
+    s = pkpd.Schedule.doses([0.1], [100.0], "iv", time_unit="d")  # stored as 2.4000000000000004 h
+    assert float(pkpd.simulate(m, s, [0.0, 2.4])["central"][-1]) == pytest.approx(100.0)
+
+
+def test_shift_before_zero_and_float_codes_rejected():
+    with pytest.raises(ValueError, match="before time 0"):
+        pkpd.Schedule.single_dose(1.0, at=1.0).shift(-2.0)
+    with pytest.raises(ValueError, match="integer codes"):
+        pkpd.Schedule(dose_time=np.zeros(1), dose_amount=np.ones(1), dose_route=np.array([2.0]),
+                      dose_duration=np.zeros(1), dose_ss=np.zeros(1, bool), dose_ii=np.zeros(1))
+    with pytest.raises(ValueError, match="whole number"):
+        pkpd.Schedule.repeated(1.0, every=12.0, n=2.7)

@@ -17,6 +17,9 @@ from .plasticity import PlasticityModel as PlasticityModel  # noqa: E402
 from .protocols import protocol as protocol, protocols as protocols  # noqa: E402
 from .model import SESSION_FEATURES as SESSION_FEATURES, Model as Model  # noqa: E402
 from .nonmem import read_nonmem as read_nonmem  # noqa: E402
+from .data import datasets as datasets, load_curves as load_curves, read_webplotdigitizer as read_webplotdigitizer  # noqa: E402
+from .fit import MapFit as MapFit, fit as fit  # noqa: E402
+from .observe import ErrorModel as ErrorModel  # noqa: E402
 from .schedule import PATTERNS as PATTERNS, ROUTES as ROUTES, Schedule as Schedule  # noqa: E402
 from .simulate import (  # noqa: E402
     SegmentTable as SegmentTable,

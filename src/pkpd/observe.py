@@ -12,8 +12,9 @@ Statistics (``readout``/``statistic`` -> prediction, in the row's unit):
   24 h, or until the second dose) (ng/mL, ug/L or mg/L); ``tmax``: soft-argmax time of that
   maximum (h or min; differentiable);
   ``half_life``: terminal log-linear slope after the last dose, over the window in which the
-  concentration under the model-card parameters falls from 50 % to 5 % of its peak there (on a
-  log-spaced grid up to 60 days); ``mean`` at a time: the concentration.
+  concentration under the model-card parameters falls from 10 % to 0.1 % of its peak there (on a
+  log-spaced grid up to 12 slowest PK half-lives, at most 60 days); ``mean`` at a time: the
+  concentration.
 - ``occupancy``/``occupancy_percent``: 100 x occupancy at the time, or its maximum without a time.
 - ``percent_change`` of spine density, hippocampal volume, synaptic efficacy, BDNF, neurogenesis,
   clinical score: 100 (y(t) - 1); ``fold_change``: y(t); ``slope_per_session``: 100 (y - 1) /
@@ -43,8 +44,10 @@ from .protocols import protocol as build_protocol
 from .schedule import Schedule
 from .simulate import SegmentTable, _compiled, _options, as_arrays, segment_table, solve
 
-#: Dense grid (h after the first dose, log-spaced) for Cmax, Tmax and half-lives.
+#: Dense grid (log-spaced, after the first and the last dose) for Cmax, Tmax and half-lives:
+#: DENSE_N points up to 12 slowest PK half-lives, at most DENSE_H hours.
 DENSE_H = 24.0 * 60
+DENSE_N = 150
 TIME_SCALE = {"h": 1.0, "min": 60.0, "d": 1 / 24.0}
 CONC_SCALE = {"ng/mL": 1000.0, "ug/L": 1000.0, "µg/L": 1000.0, "mg/L": 1.0, "ug/mL": 1.0}
 CHANGE_READOUTS = ("spine_density", "hippocampal_volume", "synaptic_efficacy", "bdnf", "neurogenesis", "trkb", "mtor",
@@ -225,6 +228,20 @@ def _spec(row, schedule: Schedule) -> dict:
     raise ValueError(reasons.get(readout, f"{readout}/{stat} in {unit!r} is not modelled"))
 
 
+def _dense_horizon(model) -> float:
+    """Hours after a dose to resolve Cmax, Tmax and the terminal phase: 12 of the slowest PK
+    half-lives (from the PK matrix's eigenvalues under the model-card values), at most 60 days."""
+    pk = getattr(getattr(model, "driver", None), "pk", None) or model
+    try:
+        rates = -np.real(np.linalg.eigvals(np.asarray(pk.matrix())))
+    except (AttributeError, NotImplementedError):
+        return DENSE_H
+    rates = rates[rates > 1e-12]
+    if rates.size == 0:
+        return DENSE_H
+    return float(min(DENSE_H, max(24.0, 12.0 * np.log(2.0) / rates.min())))
+
+
 def _anchors(schedule: Schedule) -> tuple[float, float]:
     """Times of the first and last dose (0, 0 without doses)."""
     if not schedule.n_doses:
@@ -268,8 +285,10 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
         g = groups[k]
         need = set(g["need"])
         if g.get("dense"):
+            horizon = _dense_horizon(model_for(k[0]))
+            g["horizon"] = horizon
             for anchor in _anchors(g["schedule"]):
-                need |= set(anchor + np.concatenate([[0.0], np.geomspace(0.01, DENSE_H, 600)]))
+                need |= set(anchor + np.concatenate([[0.0], np.geomspace(0.01, horizon, DENSE_N)]))
         times = np.array(sorted(need))
         model = model_for(k[0])
         out_groups.append(Group(species=k[0], schedule=g["schedule"], times=times,
@@ -284,7 +303,10 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
             first, last = _anchors(out_groups[gi].schedule)
             # Cmax and Tmax after the first dose; the terminal half-life after the last one.
             anchor, stop = (last, last + DENSE_H) if s["kind"] == "half_life" else (first, min(last, first + 24.0) if last > first else first + DENSE_H)
-            s["window"] = np.nonzero((times >= anchor) & (times <= max(stop, anchor + 24.0)))[0]
+            horizon = groups[keys[gi]]["horizon"]
+            if s["kind"] == "half_life":
+                stop = last + horizon
+            s["window"] = np.nonzero((times >= anchor) & (times <= max(stop, anchor + min(24.0, horizon))))[0]
         if s["kind"] == "half_life":
             traj_ref = model_for(out_groups[gi].species)
             ys, _, _ = _compiled(False, **_options(None, 1e-8, 1e-12, 100_000, None, None, "auto"))(
@@ -292,7 +314,7 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
             c = np.asarray(traj_ref.outputs(ys)[s["output"]])[s["window"]]
             tw = times[s["window"]]
             ipk = int(np.argmax(c))
-            sel = (np.arange(len(c)) > ipk) & (c <= 0.5 * c[ipk]) & (c >= 0.05 * c[ipk])
+            sel = (np.arange(len(c)) > ipk) & (c <= 0.1 * c[ipk]) & (c >= 0.001 * c[ipk])
             if sel.sum() < 3:
                 sel = np.arange(len(c)) > ipk
             s["window"] = s["window"][sel]

@@ -17,7 +17,7 @@ state                        equation (rates per hour)                          
 ``hippocampal_volume`` H     H' = k_volume (1 - H) + g_vegf (V - 1) + g_neuro (I2 - 1)  ``hippocampal_volume``
 ``efficacy_early`` E         E' = x (Emax - E if x > 0 else E - Emin) - k_early (E - 1),  ``synaptic_efficacy`` = E C
                              x = eta a (a - theta)
-``efficacy_consolidated`` C  C' = k_consolidate Pr (E - C) - k_consolidated (C - 1)
+``efficacy_consolidated`` C  C' = k_consolidate Pr (E - 1) R(C) - k_consolidated (C - 1)
 ``threshold``   theta        theta' = k_theta_up u (theta_max - theta) - k_theta_down (theta - 1)
 ``clinical``    X            X' = k_clinical (g_spine (S - 1) + g_efficacy (C - 1) - X) ``symptom_score`` = 1 - X
 ==========================  =========================================================  ===========
@@ -36,8 +36,9 @@ that density stays positive, with slow elimination carrying persistence (Shao 20
 raised at 1 month after one psilocybin dose); a two-stage maturation chain for adult-born
 neurons (Zhao 2006: ~4 weeks); a sliding threshold so that protocol length, spacing and
 priming can flip the sign of stimulation-induced plasticity (Gamboa 2010; Yu 2020); consolidated
-efficacy moves towards the early efficacy at a rate set by synaptic protein synthesis, so it stays
-between the early efficacy's bounds. Parameter
+efficacy accumulates early changes at a rate set by synaptic protein synthesis, with soft bounds
+R(C) = (Emax - C)/(Emax - 1) for potentiation and (C - Emin)/(1 - Emin) for depression, so it stays
+between the early efficacy's bounds and decays over about a week. Parameter
 values and their sources are in ``models/core.toml``.
 """
 
@@ -149,7 +150,12 @@ class PlasticityCore(eqx.Module):
         # LTP (a > theta) saturates towards efficacy_max, LTD towards efficacy_min (soft bounds).
         bcm = self.eta * a * (a - th)
         de = bcm * jnp.where(bcm > 0, self.efficacy_max - e, e - self.efficacy_min) - self.k_early * (e - 1.0)
-        dc = self.k_consolidate * pr * (e - c) - self.k_consolidated * (c - 1.0)
+        # Consolidation accumulates early changes (scaled by protein synthesis) with soft bounds at
+        # the early efficacy's limits; without stimulation C decays to 1 at k_consolidated.
+        d = e - 1.0
+        room_c = jnp.where(d > 0, (self.efficacy_max - c) / (self.efficacy_max - 1.0),
+                           (c - self.efficacy_min) / (1.0 - self.efficacy_min))
+        dc = self.k_consolidate * pr * d * room_c - self.k_consolidated * (c - 1.0)
         dth = self.k_theta_up * s.threshold_drive * (self.theta_max - th) - self.k_theta_down * (th - 1.0)
         dx = self.k_clinical * (self.g_spine * (sp - 1.0) + self.g_efficacy * (c - 1.0) - x)
         return jnp.stack([db, dt, dm, dpr, dsp, dnp, di1, di2, dv, dh, de, dc, dth, dx])

@@ -1,0 +1,82 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import pkpd
+from pkpd import data
+
+
+def test_library_size_and_provenance():
+    df = pkpd.datasets()
+    assert len(df) >= 40 and df["citation"].nunique() >= 20
+    assert (df["quote"].str.len() > 0).all()
+    ident = df[["doi", "pmcid", "pmid"]].astype(str).apply(lambda r: any(x.strip() for x in r), axis=1)
+    assert ident.all()
+    from pkpd.modalities import MODALITIES
+
+    assert {MODALITIES[m].family for m in set(df["modality"])} == {"psychedelic", "ketamine", "ssri", "stimulation", "seizure"}
+    assert {"concentration", "occupancy", "spine_density", "neurogenesis", "hippocampal_volume", "synaptic_efficacy",
+            "response"} <= set(df["readout"])
+
+
+def test_brunoni_serum_bdnf_does_not_rise():
+    df = pkpd.datasets("rtms_10hz", readout="bdnf_serum")
+    row = df[df["study_id"] == "brunoni2015"].iloc[0]
+    assert abs(row["value"]) < 0.1 and row["statistic"] == "effect_size"
+
+
+def test_filters():
+    assert set(pkpd.datasets(family="seizure")["modality"]) <= {"ect", "mst"}
+    assert (pkpd.datasets(species="mouse")["species"] == "mouse").all()
+    with pytest.raises(KeyError):
+        pkpd.datasets("homeopathy")
+    with pytest.raises(KeyError):
+        pkpd.datasets(readout="mood_ring")
+
+
+def test_standard_errors_from_dispersion():
+    assert data._se("2", "sd", 16) == pytest.approx(0.5)
+    assert data._se("10;13", "ci95_low_high", 20) == pytest.approx(3 / 3.92)
+    assert data._se("1.5", "se", 3) == 1.5
+    assert np.isnan(data._se("", "", 3))
+
+
+def _row(**kw):
+    base = dict(study_id="x", species="human", modality="psilocybin", readout="spine_density",
+                statistic="percent_change", value="10", unit="%", time="1", time_unit="d", citation="A 2020",
+                doi="10.1/x", quote="q", n="5")
+    base.update(kw)
+    return pd.DataFrame([base])
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(readout="mood"), "readout"), (dict(statistic="vibes"), "statistic"), (dict(unit=""), "unit"),
+    (dict(n="0"), "n="), (dict(dispersion="-1", dispersion_type="sd"), "dispersion"),
+    (dict(dispersion="3;1", dispersion_type="ci95_low_high"), "lo < hi"), (dict(time_unit="fortnight"), "time_unit"),
+    (dict(doi=""), "identifier"), (dict(value="ten"), "value"), (dict(species="dog"), "species"),
+    (dict(dispersion="1", dispersion_type="stderr"), "dispersion_type"),
+])
+def test_loader_rejects(kw, match):
+    with pytest.raises(ValueError, match=match):
+        data.load_curves(_row(**kw))
+
+
+def test_loader_missing_column():
+    with pytest.raises(ValueError, match="missing column"):
+        data.load_curves(_row().drop(columns=["quote"]))
+
+
+def test_webplotdigitizer_import(tmp_path):
+    p = tmp_path / "wpd.csv"
+    p.write_text("Dataset 1\nX,Y\n1,5.2\n7,9.8\n30,8.1\n")
+    df = pkpd.read_webplotdigitizer(p, study_id="mine", species="mouse", modality="psilocybin",
+                                   readout="spine_density", statistic="percent_change", unit="%", time_unit="d",
+                                   citation="Me 2026", doi="10.0/me", location="figure 2B", n=6, dispersion=1.0,
+                                   dispersion_type="se")
+    assert list(df["time_h"]) == [24.0, 168.0, 720.0] and (df["extraction"] == "figure").all()
+    assert df["se"].tolist() == [1.0, 1.0, 1.0]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3\n4,5,6\n")
+    with pytest.raises(ValueError, match="two columns"):
+        pkpd.read_webplotdigitizer(bad, study_id="m", species="mouse", modality="psilocybin", readout="spine_density",
+                                   statistic="percent_change", unit="%", time_unit="d", citation="c", doi="d")

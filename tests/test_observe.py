@@ -1,0 +1,61 @@
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+import pkpd
+from pkpd import observe
+
+
+def test_likelihood_matches_hand_computation():
+    err = observe.ErrorModel(proportional=0.1, additive=0.5, kind="combined")
+    value, se, pred = np.array([10.0, -4.0]), np.array([1.0, np.nan]), np.array([9.0, -3.0])
+    sd = np.sqrt(np.nan_to_num(se) ** 2 + (0.1 * np.abs(value)) ** 2 + 0.5**2)
+    ll = observe.log_likelihood(jnp.asarray(pred), value, se, err)
+    assert np.allclose(ll, norm.logpdf(value, pred, sd), rtol=1e-9)
+    assert np.allclose(observe.ErrorModel(proportional=0.2).sd(jnp.asarray(value), jnp.asarray(se))[1], 0.8, rtol=1e-6)
+    with pytest.raises(ValueError, match="kind"):
+        observe.ErrorModel(kind="multiplicative")
+
+
+def test_schedule_for_protocol_options():
+    s = observe.schedule_for("ect", "human", "placement=bl;sessions_per_week=3;sessions=6")
+    assert s.n_sessions == 6
+    k = observe.schedule_for("ketamine", "human", "dose_mg=10;route=iv")
+    assert pkpd.ROUTES[k.dose_route[0]] == "iv" and k.dose_amount[0] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="free text"):
+        observe.schedule_for("psilocybin", "human", "doses=15/25/30")
+    with pytest.raises(ValueError, match="not supported"):
+        observe.schedule_for("psilocybin", "human", "mood=good")
+
+
+def test_predictions_follow_their_definitions():
+    rows = pd.DataFrame([
+        dict(study_id="a", species="human", modality="psilocybin", readout="concentration", statistic="cmax", value=17.0,
+             unit="ng/mL", citation="c", doi="d", quote="q", analyte="psilocin"),
+        dict(study_id="a", species="human", modality="psilocybin", readout="concentration", statistic="half_life",
+             value=1.5, unit="h", citation="c", doi="d", quote="q", analyte="psilocin"),
+        dict(study_id="a", species="human", modality="psilocybin", readout="spine_density", statistic="percent_change",
+             value=5.0, unit="%", time=24.0, time_unit="h", citation="c", doi="d", quote="q"),
+        dict(study_id="a", species="human", modality="psilocybin", readout="bdnf_serum", statistic="mean", value=5.0,
+             unit="ng/mL", citation="c", doi="d", quote="q"),
+    ])
+    models = {}
+    obs = observe.prepare("psilocybin", rows, lambda sp: models.setdefault(sp, pkpd.model("psilocybin", species=sp)))
+    assert obs.n == 3 and len(obs.excluded) == 1 and "serum" in obs.excluded["reason"].iloc[0]
+    pred = np.asarray(observe.predict(models, observe.ClinicalLink(), obs))
+    t = np.linspace(0, 48, 48 * 60 + 1)
+    traj = pkpd.simulate(models["human"], pkpd.protocol("psilocybin"), t)
+    c = np.asarray(traj["concentration"]) * 1000
+    assert pred[0] == pytest.approx(c.max(), rel=1e-3)
+    m = models["human"]
+    k = min(float(m.driver.pk.ka), float(m.driver.pk.cl / m.driver.pk.v))
+    assert pred[1] == pytest.approx(np.log(2) / k, rel=0.05)  # terminal phase of a Bateman curve
+    assert pred[2] == pytest.approx(100 * (float(np.interp(24.0, t, traj["spine_density"])) - 1), rel=1e-4)
+
+
+def test_response_rate_threshold_model():
+    link = observe.ClinicalLink(clinical_spread=0.2, remission_improvement=0.6)
+    assert float(link.rate(0.5, 0.5)) == pytest.approx(50.0)
+    assert float(link.rate(0.7, 0.5)) == pytest.approx(100 * norm.cdf(1.0))
