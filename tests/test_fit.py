@@ -53,6 +53,21 @@ def test_map_recovers_parameters_within_10_percent(recovered):
     assert (summ["sd_ratio"] < 0.9).all()  # the data constrain both
 
 
+def test_fit_plots_are_labelled(recovered):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _, fit = recovered
+    fig = pkpd.plot.plot_fit(fit)
+    a, b = fig.axes[:2]
+    assert "published value" in a.get_ylabel() and "residual" in b.get_ylabel()
+    traj = pkpd.simulate(fit.model, pkpd.protocol("psilocybin"), np.linspace(0, 24 * 30, 61))
+    fig2 = pkpd.plot.plot_trajectory(traj, ("spine_density", "bdnf"), log_time=False)
+    assert "time" in fig2.axes[0].get_xlabel()
+    with pytest.raises(KeyError):
+        pkpd.plot.plot_trajectory(traj, "mood")
+
+
 def test_map_fit_saves_and_loads(recovered, tmp_path):
     _, fit = recovered
     fit.save(tmp_path / "fit.json")
@@ -87,6 +102,13 @@ def test_nuts_returns_inferencedata_and_round_trips(tmp_path):
     idata.to_netcdf(path)
     back = az.from_netcdf(path)
     assert np.array_equal(back.posterior["cl@human"].values, idata.posterior["cl@human"].values)
+    table = pkpd.plot.diagnostics(idata)
+    assert {"r_hat", "ess_bulk"} <= set(table.columns) and list(table.index) == ["cl@human"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = pkpd.plot.plot_prior_posterior(idata)
+    assert fig.axes[0].get_xlabel() == "cl@human"
 
 
 def test_fit_rejects_bad_settings():

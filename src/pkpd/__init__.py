@@ -12,6 +12,7 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from . import pk as pk  # noqa: E402
+from . import plot as plot  # noqa: E402
 from .modalities import citation as citation, model as model, modalities as modalities, parameters as parameters  # noqa: E402
 from .plasticity import PlasticityModel as PlasticityModel  # noqa: E402
 from .protocols import protocol as protocol, protocols as protocols  # noqa: E402
