@@ -74,10 +74,6 @@ class Model(eqx.Module):
     def n_states(self) -> int:
         return len(self.state_names)
 
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(self.outputs(jnp.zeros((1, self.n_states))).keys())
-
     def default_solver(self):
         """The diffrax solver ``simulate`` uses unless told otherwise: stiff-capable Kvaerno5."""
         from .simulate import default_solver
