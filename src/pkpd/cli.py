@@ -1,5 +1,9 @@
 """Command-line interface.
 
+``pkpd compare``: the main job -- every modality's time scales on posterior draws of the shipped
+calibration, the documents' claims with probabilities and verdicts, counterfactual schedules and
+the schedule-vs-biology split (:mod:`pkpd.compare`); ``--json`` and ``--figure`` write the report.
+
 ``pkpd demo``: simulate every modality's standard protocol for 90 days and print how spine density
 and BDNF change (relative to baseline) at 1, 7, 28 and 90 days, on the model-card values.
 """
@@ -64,6 +68,59 @@ def _figure(rows, path):
     print(f"figure written to {path}")
 
 
+def _compile_cache() -> None:
+    """Persist compiled solvers between runs (JAX's compilation cache, in the user's cache
+    directory; ``PKPD_NO_COMPILE_CACHE=1`` switches it off). The first run compiles."""
+    import os
+
+    if os.environ.get("PKPD_NO_COMPILE_CACHE"):
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    try:
+        path = os.path.join(base, "pkpd", "jax")
+        os.makedirs(path, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except OSError:
+        pass
+
+
+def _compare(args) -> int:
+    import pkpd
+    from pkpd.compare import compare
+
+    _compile_cache()
+    unknown = [n for n in (args.modalities or []) if n not in pkpd.modalities()]
+    if unknown:
+        print(f"pkpd compare: unknown modalities {unknown}; valid: {pkpd.modalities()}", file=sys.stderr)
+        return 2
+    if args.draws < 2:
+        print(f"pkpd compare: --draws {args.draws} must be >= 2", file=sys.stderr)
+        return 2
+    res = compare(args.modalities, draws=args.draws, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    print(f"pkpd {pkpd.__version__} compare: standard protocols, 90 days, {res.info['draws']} posterior draws of the "
+          f"joint calibration ({res.info['calibration']['method']}); median [90 % interval]\n")
+    print(res.table())
+    n = {v: sum(c["verdict"] == v for c in res.claims) for v in ("supported", "uncertain", "contradicted")}
+    print(f"\nclaims: {n['supported']} supported, {n['uncertain']} uncertain, {n['contradicted']} contradicted "
+          f"(data share = how much of each answer comes from data rather than priors)")
+    if args.json:
+        res.save(args.json)
+        print(f"JSON report written to {args.json}")
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        res.figure(args.figure)
+        print(f"figure written to {args.figure}")
+    print(f"done in {res.seconds:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pkpd", description="Pharmacodynamic time-course models of synaptic plasticity.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +128,15 @@ def main(argv=None) -> int:
     demo.add_argument("--modalities", nargs="*", default=None, help="subset of modalities (default: all)")
     demo.add_argument("--figure", default=None, help="write a PNG of spine-density change here")
     demo.set_defaults(func=_demo)
+    cmp = sub.add_parser("compare", help="time scales with uncertainty, the documents' claims, schedule vs biology")
+    cmp.add_argument("--json", default=None, metavar="PATH", help="write the JSON report here")
+    cmp.add_argument("--figure", default=None, metavar="PATH", help="write the time-course figure (PNG) here")
+    cmp.add_argument("--modalities", nargs="*", default=None, help="subset of modalities (default: all)")
+    cmp.add_argument("--draws", type=int, default=64, help="posterior draws per modality (default 64)")
+    cmp.add_argument("--seed", type=int, default=0, help="which posterior draws (default 0)")
+    cmp.add_argument("--quick", action="store_true", help="16 draws and a coarser time grid")
+    cmp.add_argument("--no-progress", action="store_true", help="no per-simulation progress lines")
+    cmp.set_defaults(func=_compare)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,347 @@
+"""Joint calibration of every modality on the whole curated library, and the shipped result.
+
+One shared plasticity core means one set of core parameters for all treatments. The joint fit
+pools every modality's usable rows (``pkpd.datasets()``) into one posterior:
+
+- parameters are keyed by the card they come from: core parameters (``k_spine_form``) are shared
+  by all modalities; driver parameters by the modalities of one family
+  (``stimulation.a_itbs``); drug PK/target parameters by drug and species
+  (``fluoxetine.cl@human``);
+- **study-level random effects**: every study arm ``s`` scales its predictions by ``exp(b_s)``
+  with ``b_s ~ Normal(0, tau)``, ``tau`` = :data:`TAU_STUDY` (assumed: ~30 % between-study
+  heterogeneity of effect sizes and exposures, typical of meta-analyses of these readouts);
+  the fit estimates the ``b_s`` with everything else, so one discrepant study cannot drag the
+  shared biology;
+- the MAP is found by Levenberg-Marquardt on the joint normal equations, assembled block by
+  block: every modality compiles only its own prediction and forward-mode Jacobian (the
+  modalities never share one giant compiled function), and the study effects enter in closed
+  form;
+- the posterior is the Laplace approximation at the MAP (Gauss-Newton information, exact for a
+  model linear in the parameters), from which :data:`N_DRAWS` draws are stored.
+
+What this is not: a NUTS posterior of the joint model. A joint NUTS would need one log-density
+over all modalities (every gradient ~ all modalities' simulations) and was not run; per-modality
+NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
+``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
+
+Run ``python -m pkpd.calibrate`` to reproduce ``models/calibration/posterior.json`` (it prints
+the time it took); :func:`load` reads it and :meth:`Calibration.models` gives models with
+posterior draws for any modality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .fit import CLINICAL, FitError, Problem, _to_natural, _where
+
+#: Between-study sd of log effect sizes (assumed; see the module docstring).
+TAU_STUDY = 0.3
+#: Posterior draws stored in the shipped calibration.
+N_DRAWS = 200
+CALIBRATION = "calibration/posterior.json"
+
+
+def _card_of(problem: Problem, spec) -> str:
+    if spec.base in CLINICAL:
+        return "core"
+    species = spec.species or problem.obs.species[0]
+    return problem.used[species][spec.base].card
+
+
+def parameter_key(card: str, name: str) -> str:
+    """Key of a parameter in the joint fit: ``name`` for core, ``card.name`` otherwise."""
+    return name if card == "core" else f"{card}.{name}"
+
+
+def _split_key(key: str) -> tuple[str, str, str | None]:
+    card, _, rest = key.rpartition(".") if "." in key else ("core", "", key)
+    base, _, species = rest.partition("@")
+    return card, base, species or None
+
+
+class JointProblem:
+    """Every modality's :class:`pkpd.fit.Problem`, with parameters pooled by card key and one
+    random effect per study arm."""
+
+    def __init__(self, modalities=None, *, tau: float = TAU_STUDY, error=None, progress: bool = True):
+        from .modalities import modalities as all_modalities
+
+        if not (np.isfinite(tau) and tau > 0):
+            raise ValueError(f"tau={tau!r} must be a positive finite number (between-study sd of log effects)")
+        self.tau = float(tau)
+        self.problems: dict[str, Problem] = {}
+        self.skipped: dict[str, str] = {}
+        for m in modalities or all_modalities():
+            try:
+                self.problems[m] = Problem(m, error=error)
+            except FitError as e:
+                self.skipped[m] = str(e)
+            if progress:
+                print(f"[pkpd.calibrate] {m}: " + (f"{self.problems[m].obs.n} rows, {len(self.problems[m].specs)} parameters"
+                                                    if m in self.problems else f"skipped ({self.skipped[m]})"), flush=True)
+        if not self.problems:
+            raise FitError(f"no modality has usable data: {self.skipped}")
+        self.keys: list[str] = []
+        self.meta: dict[str, dict] = {}
+        self.index: dict[str, np.ndarray] = {}
+        for m, pb in self.problems.items():
+            idx = []
+            for spec in pb.specs:
+                key = parameter_key(_card_of(pb, spec), spec.name)
+                if key not in self.meta:
+                    self.keys.append(key)
+                    self.meta[key] = dict(key=key, base=spec.base, species=spec.species, card=_card_of(pb, spec),
+                                          transform=spec.transform, prior_mu=spec.mu, prior_sigma=spec.sigma,
+                                          unit=spec.unit, status=spec.status, modalities=[])
+                elif not np.isclose(self.meta[key]["prior_mu"], spec.mu):
+                    raise FitError(f"{key}: modalities disagree on its prior ({self.meta[key]['prior_mu']} vs {spec.mu})")
+                self.meta[key]["modalities"].append(m)
+                idx.append(self.keys.index(key))
+            self.index[m] = np.asarray(idx, dtype=int)
+        self.studies: list[str] = []
+        self.study_index: dict[str, np.ndarray] = {}
+        for m, pb in self.problems.items():
+            ids = [f"{m}:{s}" for s in pb.obs.rows["study_id"].astype(str)]
+            for s in ids:
+                if s not in self.studies:
+                    self.studies.append(s)
+            self.study_index[m] = np.asarray([self.studies.index(s) for s in ids], dtype=int)
+        self.K, self.S = len(self.keys), len(self.studies)
+        self.mu = np.concatenate([[self.meta[k]["prior_mu"] for k in self.keys], np.zeros(self.S)])
+        self.sigma = np.concatenate([[self.meta[k]["prior_sigma"] for k in self.keys], np.full(self.S, self.tau)])
+        self._jac = {m: self._compile(pb) for m, pb in self.problems.items()}
+
+    @staticmethod
+    def _compile(pb: Problem):
+        def f(z):
+            p = pb.predict(z, adjoint=dfx.ForwardMode())
+            return p, p
+
+        return eqx.filter_jit(jax.jacfwd(f, has_aux=True))
+
+    def linearise(self, x: np.ndarray):
+        """Standardised residuals (data rows, then prior rows) and their Jacobian at ``x``."""
+        rs, js = [], []
+        for m, pb in self.problems.items():
+            idx, sidx = self.index[m], self.K + self.study_index[m]
+            jac, pred = self._jac[m](jnp.asarray(x[idx]))
+            jac, pred = np.asarray(jac), np.asarray(pred)
+            scale = np.exp(x[sidx])
+            sd = pb.sd()
+            rs.append((pred * scale - pb.obs.value) / sd)
+            J = np.zeros((pb.obs.n, self.K + self.S))
+            J[:, idx] = jac * (scale / sd)[:, None]
+            J[np.arange(pb.obs.n), sidx] = pred * scale / sd
+            js.append(J)
+        rs.append((x - self.mu) / self.sigma)
+        js.append(np.diag(1.0 / self.sigma))
+        return np.concatenate(rs), np.concatenate(js)
+
+
+@dataclass
+class Calibration:
+    """A calibrated posterior (Laplace at the joint MAP): parameter table and draws in the fitted
+    (log/logit) space."""
+
+    parameters: list
+    draws_z: np.ndarray            # (draws, parameters)
+    map_z: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return [p["key"] for p in self.parameters]
+
+    def summary(self):
+        """One row per calibrated parameter: MAP, 90 % interval (natural units), prior median,
+        posterior/prior sd ratio (> 0.9: the data taught little) and the modalities informing it."""
+        import pandas as pd
+
+        rows = []
+        for i, p in enumerate(self.parameters):
+            nat = np.asarray(_to_natural(p["transform"], jnp.asarray(self.draws_z[:, i])))
+            rows.append(dict(parameter=p["key"], map=float(_to_natural(p["transform"], self.map_z[i])),
+                             q05=float(np.quantile(nat, 0.05)), q95=float(np.quantile(nat, 0.95)), unit=p["unit"],
+                             prior_median=float(_to_natural(p["transform"], p["prior_mu"])), sd_ratio=p["sd_ratio"],
+                             data_taught_little=p["sd_ratio"] > 0.9, card_status=p["status"],
+                             modalities=",".join(p["modalities"])))
+        return pd.DataFrame(rows)
+
+    def contraction(self) -> dict[str, float]:
+        """1 - (posterior sd / prior sd)^2 per parameter key, in [0, 1]."""
+        return {p["key"]: float(np.clip(1.0 - p["sd_ratio"] ** 2, 0.0, 1.0)) for p in self.parameters}
+
+    def _setters(self, model, used):
+        have = {(p.card, p.name) for p in used}
+        out = []
+        for i, p in enumerate(self.parameters):
+            card, base, species = _split_key(p["key"])
+            if species is not None and species != model.species:
+                continue
+            if card != "core" and (card, base) not in have:
+                continue
+            where = _where(model, base)
+            if where is not None:
+                out.append((i, where, p["transform"]))
+        return out
+
+    def models(self, modality: str, n: int | None = None, *, species: str = "human", seed: int | None = None):
+        """Models of ``modality`` on ``n`` posterior draws (all stored draws by default; a random
+        subset with ``seed``). Uncalibrated parameters keep their card values."""
+        from .modalities import build
+
+        base, used = build(modality, species)
+        setters = self._setters(base, used)
+        draws = self.draws_z
+        if n is not None:
+            if not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"n={n!r} must be a positive integer (number of posterior draws)")
+            if n > len(draws):
+                raise ValueError(f"n={n} exceeds the {len(draws)} stored posterior draws")
+            rows = np.arange(n) if seed is None else np.random.default_rng(seed).choice(len(draws), n, replace=False)
+            draws = draws[rows]
+        return [self._apply(base, setters, z) for z in draws]
+
+    def model(self, modality: str, *, species: str = "human"):
+        """The model of ``modality`` at the joint MAP."""
+        from .modalities import build
+
+        base, used = build(modality, species)
+        return self._apply(base, self._setters(base, used), self.map_z)
+
+    @staticmethod
+    def _apply(model, setters, z):
+        for i, where, transform in setters:
+            model = eqx.tree_at(where, model, jnp.asarray(_to_natural(transform, float(z[i])), dtype=jnp.float64))
+        return model
+
+    def to_dict(self) -> dict:
+        return dict(parameters=self.parameters, map_z=np.asarray(self.map_z).tolist(),
+                    draws_z=np.asarray(self.draws_z).tolist(), info=self.info)
+
+    def save(self, path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        for k in ("parameters", "map_z", "draws_z"):
+            if k not in d:
+                raise ValueError(f"not a pkpd calibration: missing {k!r}")
+        return cls(parameters=d["parameters"], map_z=np.asarray(d["map_z"], dtype=float),
+                   draws_z=np.asarray(d["draws_z"], dtype=float), info=d.get("info", {}))
+
+
+def load(path=None) -> Calibration:
+    """The shipped calibration (``models/calibration/posterior.json``) or the one at ``path``."""
+    from ._paths import models_dir
+
+    path = Path(path) if path is not None else models_dir() / CALIBRATION
+    if not path.exists():
+        raise FileNotFoundError(f"no calibration at {path}; run `python -m pkpd.calibrate` to make one")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); rerun `python -m pkpd.calibrate`") from e
+    return Calibration.from_dict(d)
+
+
+def calibrate(modalities=None, *, tau: float = TAU_STUDY, draws: int = N_DRAWS, seed: int = 0, max_iter: int = 60,
+              progress: bool = True, error=None) -> Calibration:
+    """The joint MAP and Laplace posterior over all (or the given) modalities' curated data."""
+    t0 = time.perf_counter()
+    jp = JointProblem(modalities, tau=tau, error=error, progress=progress)
+    x = jp.mu.copy()
+    r, J = jp.linearise(x)
+    obj = 0.5 * float(r @ r)
+    lam, converged, it = 1e-3, False, 0
+    for it in range(1, max_iter + 1):
+        A, g = J.T @ J, J.T @ r
+        step = -np.linalg.solve(A + lam * np.diag(np.diag(A)), g)
+        try:
+            r_new, J_new = jp.linearise(x + step)
+            obj_new = 0.5 * float(r_new @ r_new) if np.all(np.isfinite(r_new)) and np.all(np.isfinite(J_new)) else np.inf
+        except Exception:  # noqa: BLE001 — a failed solve at a trial point is a rejected step
+            obj_new = np.inf
+        if obj_new < obj:
+            rel = (obj - obj_new) / max(obj, 1e-12)
+            x, r, J, obj = x + step, r_new, J_new, obj_new
+            lam = max(lam / 3.0, 1e-9)
+            if progress:
+                print(f"[pkpd.calibrate] iteration {it}: objective {obj:.6g} (lambda {lam:.1e}, "
+                      f"{time.perf_counter() - t0:.0f} s)", flush=True)
+            if rel < 1e-7 or np.max(np.abs(step)) < 1e-5:
+                converged = True
+                break
+        else:
+            lam *= 10.0
+            if lam > 1e8:
+                converged = np.max(np.abs(g)) < 1e-3
+                break
+    cov = np.linalg.inv(J.T @ J)
+    cov = 0.5 * (cov + cov.T)
+    K = jp.K
+    sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    rng = np.random.default_rng(seed)
+    chol = np.linalg.cholesky(cov[:K, :K] + 1e-12 * np.eye(K))
+    draws_z = x[:K] + rng.standard_normal((draws, K)) @ chol.T
+    params = []
+    for i, key in enumerate(jp.keys):
+        p = dict(jp.meta[key])
+        p.update(map_z=float(x[i]), sd_z=float(sd[i]), sd_ratio=float(sd[i] / jp.sigma[i]))
+        params.append(p)
+    per_modality, n0 = {}, 0
+    for m, pb in jp.problems.items():
+        rm = r[n0:n0 + pb.obs.n]
+        per_modality[m] = dict(rows=int(pb.obs.n), sum_sq_z=float(rm @ rm), max_abs_z=float(np.max(np.abs(rm))),
+                               excluded_rows=int(len(pb.obs.excluded)))
+        n0 += pb.obs.n
+    effects = {s: dict(b=float(x[K + j]), sd=float(sd[K + j])) for j, s in enumerate(jp.studies)}
+    seconds = time.perf_counter() - t0
+    info = dict(method="joint MAP (Levenberg-Marquardt, block-assembled) + Laplace", tau_study=tau,
+                objective=obj, converged=bool(converged), iterations=it, seconds=seconds, seed=seed,
+                rows=int(sum(pb.obs.n for pb in jp.problems.values())), per_modality=per_modality,
+                skipped=jp.skipped, study_effects=effects,
+                command="python -m pkpd.calibrate", created=time.strftime("%Y-%m-%d"))
+    if progress:
+        print(f"[pkpd.calibrate] done in {seconds:.0f} s: {K} parameters, {jp.S} study effects, "
+              f"{info['rows']} rows, objective {obj:.5g}, {'converged' if converged else 'NOT converged'}", flush=True)
+    return Calibration(parameters=params, draws_z=draws_z, map_z=x[:K], info=info)
+
+
+def main(argv=None) -> int:
+    from ._paths import models_dir
+
+    ap = argparse.ArgumentParser(prog="python -m pkpd.calibrate",
+                                 description="Joint calibration of all modalities on the curated published curves.")
+    ap.add_argument("--modalities", nargs="*", default=None, help="subset (default: every modality with usable data)")
+    ap.add_argument("--out", default=None, help=f"output JSON (default: models/{CALIBRATION})")
+    ap.add_argument("--draws", type=int, default=N_DRAWS)
+    ap.add_argument("--tau", type=float, default=TAU_STUDY)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    cal = calibrate(args.modalities, tau=args.tau, draws=args.draws, seed=args.seed)
+    out = Path(args.out) if args.out else models_dir() / CALIBRATION
+    cal.save(out)
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 200):
+        print(cal.summary().drop(columns=["modalities"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"written {out} ({cal.info['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""The comparison: every modality's clock with uncertainty, the documents' claims, schedule vs biology.
+
+:func:`compare` simulates each modality's standard protocol for 90 days on posterior draws of the
+shipped joint calibration (:mod:`pkpd.calibrate`; uncalibrated parameters stay at their card
+values), computes the time-scale metrics of :mod:`pkpd.timescales` for each readout, evaluates the
+claims in ``models/claims.toml``, runs counterfactual schedules, and splits each modality's spine
+T50 into a schedule/PK part and a biology part.
+
+**Claims.** Each claim is evaluated on every posterior draw (draws are joint across modalities:
+the same row of the calibration for all of them); its probability is the fraction of draws on
+which it holds (for every modality it names). Verdict: ``supported`` (>= 0.9), ``contradicted``
+(<= 0.1), else ``uncertain``.
+
+**data_share** in [0, 1]: how much of the answer comes from data rather than priors. For each
+modality the claim names, the local sensitivity ``d_i`` of the claim's metric (log of a time,
+or the change itself) to every prior-carrying parameter ``i`` in its fitted space is taken by
+finite differences at the joint MAP; the weight ``w_i = (d_i sigma_i)^2`` (``sigma_i`` its prior
+sd) is the share of the metric's prior variance due to that parameter; ``data_share = sum_i w_i
+c_i / sum_i w_i`` with ``c_i = 1 - (posterior sd / prior sd)^2`` from the calibration (0 for a
+parameter no data informed). Averaged over the modalities of the claim.
+
+**Schedule vs biology.** ``schedule_pk_h`` is the half-time of the treatment's input up to the
+readout's Tmax, as a perfect instantaneous integrator would see it: half of the cumulative
+target occupancy (drugs) or of the delivered pulses/seizures (devices) accrued by Tmax.
+``biology_h = t50_h - schedule_pk_h``: the delay the downstream biology adds (negative when the
+biology saturates before the input has all arrived).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import timescales as ts
+
+READOUTS = {"spine_density": "spine_density", "bdnf": "bdnf", "trkb": "trkb", "mtor": "mtor",
+            "neurogenesis": "neurogenesis", "hippocampal_volume": "hippocampal_volume",
+            "synaptic_efficacy": "synaptic_efficacy", "clinical": "symptom_score"}
+#: Readouts in the printed table and the JSON (all of :data:`READOUTS` are available to claims).
+TABLE_READOUTS = ("spine_density", "bdnf", "neurogenesis", "hippocampal_volume", "synaptic_efficacy", "clinical")
+METRIC_NAMES = ("onset_h", "t50_h", "tmax_h", "duration_h")
+SOLVE = dict(rtol=1e-6, atol=1e-9)
+VERDICTS = ((0.9, "supported"), (0.1, "contradicted"))
+
+
+def _verdict(p: float) -> str:
+    if p >= 0.9:
+        return "supported"
+    if p <= 0.1:
+        return "contradicted"
+    return "uncertain"
+
+
+def load_claims(path=None) -> list[dict]:
+    """The claims (``models/claims.toml``), validated: id, text, modalities, readout, metric, op."""
+    from ._paths import models_dir
+    from .modalities import modalities
+
+    path = Path(path) if path is not None else models_dir() / "claims.toml"
+    with open(path, "rb") as fh:
+        claims = tomllib.load(fh).get("claim", [])
+    seen = set()
+    for c in claims:
+        cid = c.get("id", "?")
+        for key in ("id", "text", "modalities", "readout", "metric", "op"):
+            if key not in c:
+                raise ValueError(f"{path}: claim {cid!r} has no {key!r}")
+        if cid in seen:
+            raise ValueError(f"{path}: duplicate claim id {cid!r}")
+        seen.add(cid)
+        bad = [m for m in c["modalities"] if m not in modalities()]
+        if bad:
+            raise ValueError(f"{path}: claim {cid!r} names unknown modalities {bad}; valid: {modalities()}")
+        if c["readout"] not in READOUTS:
+            raise ValueError(f"{path}: claim {cid!r} readout {c['readout']!r} unknown; valid: {list(READOUTS)}")
+        metrics = ("onset_h", "t50_h", "tmax_h", "duration_h", "change_at", "change_ratio", "order")
+        if c["metric"] not in metrics:
+            raise ValueError(f"{path}: claim {cid!r} metric {c['metric']!r} unknown; valid: {list(metrics)}")
+        if c["op"] not in ("<", ">", "<=", ">=", "between", "order"):
+            raise ValueError(f"{path}: claim {cid!r} op {c['op']!r} unknown; valid: <, >, <=, >=, between, order")
+        if (c["op"] == "order") != (c["metric"] == "order"):
+            raise ValueError(f"{path}: claim {cid!r}: op 'order' goes with metric 'order'")
+        if c["metric"] in ("change_at", "change_ratio") and "at_h" not in c:
+            raise ValueError(f"{path}: claim {cid!r}: metric {c['metric']!r} needs at_h")
+        if c["metric"] == "change_ratio" and "ref_h" not in c:
+            raise ValueError(f"{path}: claim {cid!r}: metric 'change_ratio' needs ref_h")
+        if c["op"] != "order" and "threshold" not in c:
+            raise ValueError(f"{path}: claim {cid!r} needs a threshold")
+    return claims
+
+
+def _anonymous(model):
+    """The same model without its (static) modality/species labels, so that structurally
+    identical models share one compiled solver."""
+    from .plasticity import PlasticityModel
+
+    return PlasticityModel(driver=model.driver, core=model.core)
+
+
+@dataclass
+class _Run:
+    changes: dict          # readout -> (draws, times) change from baseline
+    ok: np.ndarray         # (draws,) solver succeeded
+    input_half: object     # callable(until_h (draws,)) -> (draws,) schedule/PK half-time
+
+
+class Comparer:
+    """Simulations on posterior draws, cached by (modality, schedule)."""
+
+    def __init__(self, *, draws: int = 64, seed: int = 0, calibration=None, horizon_h: float = ts.HORIZON_H,
+                 grid: int = 240, progress: bool = True):
+        from . import calibrate
+
+        self.cal = calibration if calibration is not None else calibrate.load()
+        if not isinstance(draws, (int, np.integer)) or draws < 2:
+            raise ValueError(f"draws={draws!r} must be an integer >= 2")
+        self.draws, self.seed, self.progress = int(draws), seed, progress
+        self.times = ts.time_grid(horizon_h, grid)
+        self._runs: dict = {}
+        self._models: dict = {}
+
+    def models(self, modality):
+        if modality not in self._models:
+            self._models[modality] = [_anonymous(m) for m in self.cal.models(modality, self.draws, seed=self.seed)]
+        return self._models[modality]
+
+    def _population(self, models, schedule):
+        import diffrax as dfx
+
+        from .simulate import simulate_population, stack
+
+        # Stimulation drivers are stiff during sessions on some posterior draws (measured: Tsit5
+        # needed 1.9 million steps on one rTMS draw, Kvaerno5 < 7,000): implicit there, explicit
+        # elsewhere (Tsit5 agrees with Kvaerno5 to ~1e-6 on the drug and seizure models).
+        stiff = type(models[0].driver).__name__ == "StimulationDriver"
+        solver = dfx.Kvaerno5() if stiff else dfx.Tsit5()
+        return simulate_population(stack(models), schedule, self.times, throw=False, solver=solver, **SOLVE)
+
+    def run(self, modality: str, options: dict | None = None, *, schedule=None, label: str | None = None) -> _Run:
+        from .protocols import protocol
+
+        key = (modality, label or json.dumps(options or {}, sort_keys=True))
+        if key in self._runs:
+            return self._runs[key]
+        t0 = time.perf_counter()
+        sched = schedule if schedule is not None else protocol(modality, **(options or {}))
+        tr = self._population(self.models(modality), sched)
+        ok = np.asarray(tr.status) == 0
+        changes = {r: np.asarray(tr[out]) - 1.0 for r, out in READOUTS.items()}
+        for r in changes:
+            changes[r][~ok] = np.nan
+        input_half = self._input_half(tr, sched)
+        self._runs[key] = _Run(changes, ok, input_half)
+        if self.progress:
+            print(f"[pkpd compare] {modality} {key[1]}: {ok.sum()}/{ok.size} draws ok, "
+                  f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        return self._runs[key]
+
+    def _input_half(self, tr, sched):
+        t = self.times
+        if "occupancy" in tr.names:
+            occ = np.asarray(tr["occupancy"])
+            return lambda until: ts.cumulative_half_time(t, occ, until)
+        starts = np.asarray(sched.session_start, dtype=float)
+        weights = np.asarray(sched.session_pulses, dtype=float)
+        weights = np.where(weights > 0, weights, 1.0)  # ECT/MST: one seizure per session
+        cum = np.cumsum(weights)
+
+        def half(until):
+            out = []
+            for u in np.atleast_1d(until):
+                k = starts <= u
+                if not np.any(k) or not np.isfinite(u):
+                    out.append(np.nan)
+                    continue
+                total = cum[k][-1]
+                out.append(float(starts[np.argmax(cum >= 0.5 * total)]))
+            return np.asarray(out)
+
+        return half
+
+    # ---- perturbations for data_share -------------------------------------------------------
+    def sensitivities(self, modality: str, options: dict | None, readout: str, metric_fn):
+        """Prior-scaled squared sensitivities ``{key: w_i}`` of ``metric_fn(times, change)`` at
+        the joint MAP, by forward differences of 0.1 prior sd in the fitted space."""
+        key = ("sens", modality, json.dumps(options or {}, sort_keys=True))
+        if key not in self._runs:
+            self._runs[key] = self._perturbed(modality, options)
+        params, changes = self._runs[key]
+        vals = np.asarray(metric_fn(self.times, changes[readout]), dtype=float)
+        base, pert = vals[0], vals[1:1 + len(params)]
+        out = {}
+        for (k, sigma, h), v in zip(params, pert):
+            d = (v - base) / h if np.isfinite(v) and np.isfinite(base) else 0.0
+            out[k] = float((d * sigma) ** 2)
+        return out
+
+    def _perturbed(self, modality, options):
+        import equinox as eqx
+        import jax.numpy as jnp
+
+        from .fit import FitError, PK_TARGET, _prior_z, _to_natural, _where
+        from .modalities import build
+        from .protocols import protocol
+
+        base, used = build(modality, "human")
+        base = self.cal.model(modality)
+        map_z = dict(zip(self.cal.keys, self.cal.map_z))
+        params, models = [], [_anonymous(base)]
+        for p in used:
+            try:
+                transform, mu, sigma = _prior_z(p)
+            except FitError:
+                continue
+            where = _where(base, p.name)
+            if where is None:
+                continue
+            k = p.name if p.card == "core" else f"{p.card}.{p.name}" + (f"@{p.species}" if p.name in PK_TARGET and p.species != "all" else "")
+            z0 = map_z.get(k, {"log": np.log, "logit": lambda x: np.log(x / (1 - x)), "identity": float}[transform](float(where(base))))
+            h = 0.1 * sigma
+            m = eqx.tree_at(where, base, jnp.asarray(_to_natural(transform, z0 + h), dtype=jnp.float64))
+            params.append((k, sigma, h))
+            models.append(_anonymous(m))
+        sched = protocol(modality, **(options or {}))
+        n = self.draws
+        chunks = []
+        for i in range(0, len(models), n):
+            part = models[i:i + n]
+            part = part + [part[-1]] * (n - len(part))  # same batch size as the draws: no recompilation
+            tr = self._population(part, sched)
+            chunks.append({r: np.asarray(tr[out]) - 1.0 for r, out in READOUTS.items()})
+        changes = {r: np.concatenate([c[r] for c in chunks])[: len(models)] for r in READOUTS}
+        return params, changes
+
+
+def _metric_values(claim, times, change):
+    m = claim["metric"]
+    if m == "change_at":
+        return ts.change_at(times, change, float(claim["at_h"]))
+    if m == "change_ratio":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return ts.change_at(times, change, float(claim["at_h"])) / ts.change_at(times, change, float(claim["ref_h"]))
+    horizon = claim.get("horizon_h")
+    return np.asarray(ts.metrics(times, change, horizon_h=horizon)[m], dtype=float)
+
+
+def _holds(claim, v):
+    op, thr = claim["op"], claim.get("threshold")
+    with np.errstate(invalid="ignore"):
+        if op == "<":
+            ok = v < thr
+        elif op == "<=":
+            ok = v <= thr
+        elif op == ">":
+            ok = v > thr
+        elif op == ">=":
+            ok = v >= thr
+        else:
+            lo, hi = thr
+            ok = (v >= lo) & (v <= hi)
+    return ok & np.isfinite(v)
+
+
+def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
+    """Probability, verdict and data share of one claim (see the module docstring)."""
+    opts = claim.get("protocol") or {}
+    mods = claim["modalities"]
+    readout = claim["readout"]
+    t = comparer.times
+    if claim["op"] == "order":
+        metric = dict(claim, metric=claim.get("of", "t50_h"))
+        vals = [_metric_values(metric, t, comparer.run(m, opts).changes[readout]) for m in mods]
+        ok = np.ones_like(vals[0], dtype=bool)
+        for a, b in zip(vals[:-1], vals[1:]):
+            with np.errstate(invalid="ignore"):
+                ok &= (a < b) & np.isfinite(a) & np.isfinite(b)
+        per = {m: ts.summarise(v) for m, v in zip(mods, vals)}
+        metric_claim = metric
+    else:
+        vals = [_metric_values(claim, t, comparer.run(m, opts).changes[readout]) for m in mods]
+        ok = np.ones_like(vals[0], dtype=bool)
+        for v in vals:
+            ok &= _holds(claim, v)
+        per = {m: ts.summarise(v) for m, v in zip(mods, vals)}
+        metric_claim = claim
+    prob = float(np.mean(ok))
+    contraction = comparer.cal.contraction()
+    shares = []
+    for m in mods:
+        def fn(times, change, c=metric_claim):
+            v = _metric_values(c, times, change)
+            return np.log(v) if c["metric"].endswith("_h") else v
+        w = comparer.sensitivities(m, opts, readout, fn)
+        total = sum(w.values())
+        shares.append(sum(wi * contraction.get(k, 0.0) for k, wi in w.items()) / total if total > 0 else 0.0)
+    return dict(id=claim["id"], text=claim["text"], probability=prob, verdict=_verdict(prob),
+                data_share=float(np.mean(shares)), metric=claim["metric"] if claim["op"] != "order" else f"order of {claim.get('of', 't50_h')}",
+                readout=readout, per_modality=per, required=bool(claim.get("required", False)))
+
+
+def counterfactual_schedules() -> list[tuple[str, str, dict | None, object]]:
+    """(modality, description, protocol options or None, explicit schedule or None)."""
+    from .schedule import Schedule
+
+    return [
+        ("rtms_10hz", "standard: 30 sessions, 5/week for 6 weeks", {}, None),
+        ("rtms_10hz", "accelerated: the same 30 sessions, 6/day 50 min apart on 5 days",
+         dict(per_day=6, days_per_week=5, weeks=1, gap_min=50.0), None),
+        ("fluoxetine", "standard: 20 mg daily for 12 weeks", {}, None),
+        ("fluoxetine", "at steady state from day 1 (NONMEM SS=1 on the first dose)", None,
+         Schedule.repeated(20.0, 24.0, 84, route="oral", ss=True, label="fluoxetine SS=1")),
+        ("ect", "standard: 12 sessions, 3/week", {}, None),
+        ("ect", "12 sessions, 2/week", dict(per_week=2), None),
+        ("psilocybin", "standard: 25 mg once", {}, None),
+        ("psilocybin", "25 mg weekly, 12 doses", dict(doses=12, interval_h=168.0), None),
+    ]
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: ``to_json()`` gives the report; ``table()`` the printout;
+    ``figure(path)`` the normalised time courses."""
+
+    modalities: list
+    claims: list
+    counterfactuals: list
+    decomposition: list
+    curves: dict = field(repr=False)
+    times: np.ndarray = field(repr=False)
+    info: dict = field(default_factory=dict)
+    seconds: float = 0.0  # wall time (not in the JSON, which is reproducible run to run)
+
+    def to_json(self) -> dict:
+        return dict(modalities=self.modalities, claims=self.claims, counterfactuals=self.counterfactuals,
+                    decomposition=self.decomposition, info=self.info)
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(_clean(self.to_json()), indent=1, sort_keys=False))
+
+    def table(self) -> str:
+        def fmt(v):
+            med, lo, hi = v
+            if not np.isfinite(med):
+                return f"{'-':>20}"
+            unit, k = ("d", 24.0) if med >= 48 else ("h", 1.0)
+            return f"{med / k:6.3g} [{lo / k:.2g}-{hi / k:.2g}] {unit}".rjust(20)
+
+        lines = [f"{'modality':<17} {'readout':<19} {'onset':>20} {'T50':>20} {'Tmax':>20}"]
+        for m in self.modalities:
+            for r, v in m["readouts"].items():
+                lines.append(f"{m['name']:<17} {r:<19} {fmt(v['onset_h'])} {fmt(v['t50_h'])} {fmt(v['tmax_h'])}")
+        lines += ["", f"{'claim':<44} {'P':>5} {'verdict':<13} {'data share':>10}"]
+        for c in self.claims:
+            lines.append(f"{c['id']:<44} {c['probability']:5.2f} {c['verdict']:<13} {c['data_share']:10.2f}")
+        lines += ["", f"{'counterfactual (spine density T50)':<75} {'T50':>20}"]
+        for c in self.counterfactuals:
+            lines.append(f"{c['modality'] + ': ' + c['schedule']:<75} {fmt(c['t50_h'])}")
+        lines += ["", f"{'schedule vs biology (spine density)':<20} {'T50':>20} {'schedule/PK':>20} {'biology':>20}"]
+        for d in self.decomposition:
+            lines.append(f"{d['modality']:<20} {fmt(d['t50_h'])} {fmt(d['schedule_pk_h'])} {fmt(d['biology_h'])}")
+        return "\n".join(lines)
+
+    def figure(self, path=None):
+        """Normalised time courses (change / its peak, median and 90 % band over draws) of spine
+        density and BDNF for every modality, on a log time axis."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+        t = self.times[1:]
+        cmap = plt.get_cmap("tab20")
+        colour = lambda i: cmap((2 * i) % 20 + (2 * i) // 20)  # noqa: E731 — dark shades first, then light
+        for ax, readout in zip(axes, ("spine_density", "bdnf")):
+            for i, (name, curves) in enumerate(self.curves.items()):
+                med, lo, hi = (np.asarray(x)[1:] for x in curves[readout])
+                ax.plot(t / 24.0, med, color=colour(i), label=name, lw=1.5)
+                ax.fill_between(t / 24.0, lo, hi, color=colour(i), alpha=0.12, lw=0)
+            ax.set_xscale("log")
+            ax.set_xlabel("time since the first dose or session (days, log scale)")
+            ax.set_title({"spine_density": "spine density", "bdnf": "BDNF"}[readout])
+            ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+            ax.grid(alpha=0.3, which="both", lw=0.4)
+        axes[0].set_ylabel("change from baseline / its peak (median, 90 % band)")
+        axes[1].legend(fontsize=7, ncol=2, loc="upper left", frameon=False)
+        fig.suptitle(f"Standard protocols on {self.info.get('draws')} posterior draws of the joint calibration")
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+
+def _clean(x):
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return None if not np.isfinite(x) else round(float(x), 6)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def compare(modalities=None, *, draws: int = 64, seed: int = 0, quick: bool = False, calibration=None,
+            claims=None, counterfactuals=None, progress: bool = True) -> Comparison:
+    """Time scales, claims and counterfactuals (see the module docstring).
+
+    ``modalities``: subset (default all; claims naming other modalities simulate them too).
+    ``draws``: posterior draws per modality (``quick``: 16 and a coarser time grid).
+    ``calibration``: a :class:`pkpd.calibrate.Calibration` (default: the shipped one).
+    ``claims``: a claims TOML path (default ``models/claims.toml``).
+    ``counterfactuals``: ``(modality, description, protocol options, schedule)`` tuples
+    (default :func:`counterfactual_schedules`; give either options or a Schedule).
+    """
+    from .modalities import modalities as all_modalities
+    from .protocols import protocols
+
+    t_start = time.perf_counter()
+    names = list(modalities) if modalities else all_modalities()
+    bad = [m for m in names if m not in all_modalities()]
+    if bad:
+        raise KeyError(f"unknown modalities {bad}; valid: {all_modalities()}")
+    if quick:
+        draws = min(draws, 16)
+    cmp = Comparer(draws=draws, seed=seed, calibration=calibration, grid=120 if quick else 240, progress=progress)
+    t = cmp.times
+    rows, curves, decomposition = [], {}, []
+    for name in names:
+        run = cmp.run(name, {})
+        readouts, curves[name] = {}, {}
+        for r in TABLE_READOUTS:
+            met = ts.metrics(t, run.changes[r])
+            readouts[r] = {k: ts.summarise(met[k]) for k in METRIC_NAMES}
+            readouts[r].update({k: ts.summarise(met[k]) for k in ("peak", *ts.AT_H)})
+        for r in ("spine_density", "bdnf"):
+            c = run.changes[r]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                peak = np.take_along_axis(c, np.nanargmax(np.abs(np.nan_to_num(c)), axis=1)[:, None], axis=1)
+                norm = np.where(np.abs(peak) > 0, c / peak, np.nan)
+            curves[name][r] = [np.nanmedian(norm, axis=0), np.nanquantile(norm, 0.05, axis=0),
+                               np.nanquantile(norm, 0.95, axis=0)]
+        met = ts.metrics(t, run.changes["spine_density"])
+        sched_half = run.input_half(met["tmax_h"])
+        decomposition.append(dict(modality=name, readout="spine_density", t50_h=ts.summarise(met["t50_h"]),
+                                  schedule_pk_h=ts.summarise(sched_half),
+                                  biology_h=ts.summarise(met["t50_h"] - sched_half)))
+        rows.append(dict(name=name, protocol=protocols()[name], draws_ok=int(run.ok.sum()), readouts=readouts))
+    claim_list = load_claims(claims)
+    evaluated = [evaluate_claim(c, cmp) for c in claim_list]
+    counterfactuals = []
+    for modality, desc, opts, sched in (counterfactual_schedules() if counterfactuals is None else counterfactuals):
+        run = cmp.run(modality, opts, schedule=sched, label=desc)
+        met = ts.metrics(t, run.changes["spine_density"])
+        counterfactuals.append(dict(modality=modality, schedule=desc, readout="spine_density",
+                                    t50_h=ts.summarise(met["t50_h"]), tmax_h=ts.summarise(met["tmax_h"]),
+                                    peak=ts.summarise(met["peak"])))
+    info = dict(draws=cmp.draws, seed=seed, quick=quick, horizon_h=float(t[-1]), grid_points=int(t.size),
+                calibration=dict((k, cmp.cal.info.get(k)) for k in ("method", "created", "objective", "converged", "rows")),
+                note="uncalibrated parameters are at their model-card values; intervals are 90 % over posterior draws")
+    return Comparison(modalities=rows, claims=evaluated, counterfactuals=counterfactuals, decomposition=decomposition,
+                      curves=curves, times=t, info=info, seconds=time.perf_counter() - t_start)
