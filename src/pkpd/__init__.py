@@ -12,6 +12,8 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from . import pk as pk  # noqa: E402
+from . import calibrate as calibrate  # noqa: E402
+from . import timescales as timescales  # noqa: E402
 from . import plot as plot  # noqa: E402
 from .modalities import citation as citation, model as model, modalities as modalities, parameters as parameters  # noqa: E402
 from .plasticity import PlasticityModel as PlasticityModel  # noqa: E402
@@ -20,6 +22,7 @@ from .model import SESSION_FEATURES as SESSION_FEATURES, Model as Model  # noqa:
 from .nonmem import read_nonmem as read_nonmem  # noqa: E402
 from .data import datasets as datasets, load_curves as load_curves, read_webplotdigitizer as read_webplotdigitizer  # noqa: E402
 from .fit import MapFit as MapFit, fit as fit  # noqa: E402
+from .compare import compare as compare  # noqa: E402
 from .observe import ErrorModel as ErrorModel  # noqa: E402
 from .schedule import PATTERNS as PATTERNS, ROUTES as ROUTES, Schedule as Schedule  # noqa: E402
 from .simulate import (  # noqa: E402
