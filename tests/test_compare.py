@@ -2,10 +2,11 @@
 
 import json
 
-import numpy as np
 import pytest
 
-from pkpd import compare as C
+import importlib
+
+C = importlib.import_module("pkpd.compare")  # the module (pkpd.compare is the function)
 
 CLAIMS = """
 [[claim]]

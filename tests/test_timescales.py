@@ -69,3 +69,12 @@ def test_summarise_and_bad_input():
         ts.metrics([0.0, 1.0], [0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="horizon_h"):
         ts.time_grid(-1.0)
+
+
+def test_input_half_time_of_constant_and_impulse_inputs():
+    t = np.linspace(0.0, 1000.0, 4001)
+    constant = ts.input_half_time(t, t[None, :])  # rate 1 from t = 0: the weekly mean reaches 1/2 at 84 h
+    assert constant[0] == pytest.approx(84.0, abs=0.3)
+    daily = np.floor(t / 24.0) + 1.0  # one session a day from t = 0
+    assert ts.input_half_time(t, daily[None, :])[0] == pytest.approx(72.0, abs=24.0)
+    assert np.isnan(ts.input_half_time(t, np.zeros((1, t.size)))[0])

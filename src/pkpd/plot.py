@@ -4,6 +4,8 @@
   population) against time.
 - :func:`plot_fit`: each data row's published value with its standard deviation against the MAP
   prediction, and the standardised residuals.
+- :func:`plot_bands`: a modality's readout on posterior draws of the joint calibration (median,
+  50 % and 90 % bands, in % change from baseline) with the curated published values.
 - :func:`plot_prior_posterior`: prior and posterior draws per parameter from NUTS InferenceData.
 - :func:`diagnostics`: R-hat and effective sample sizes per parameter (arviz).
 """
@@ -52,6 +54,57 @@ def plot_trajectory(traj, readouts=("spine_density",), *, time_unit: str = "d", 
     unit = units.pop() if len(units) == 1 else ""
     a.set_ylabel((readouts[0] if len(readouts) == 1 else "readout") + (f" ({unit})" if unit else ""))
     a.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bands(modality: str, readout: str = "spine_density", *, calibration=None, draws: int = 64, days: float = 90.0,
+               species: str = "human", protocol_options=None, data: bool = True, ax=None, log_time: bool = True):
+    """``readout`` of ``modality`` under its standard protocol on ``draws`` posterior draws of the
+    calibration (default: the shipped one): median, 50 % and 90 % bands of the % change from
+    baseline, and the curated ``percent_change`` rows of this modality and readout (mean +- se;
+    rows with protocol options are shown hollow, since they ran another schedule; rows without a
+    time are end-of-course values, drawn one day after the last dose or session as the fit
+    evaluates them)."""
+    from . import calibrate
+    from .compare import solve_options
+    from .data import datasets
+    from .protocols import protocol
+    from .simulate import simulate_population, stack
+    from .timescales import time_grid
+
+    cal = calibration if calibration is not None else calibrate.load()
+    models = cal.models(modality, draws, species=species, seed=0)
+    t = time_grid(24.0 * days, 200)
+    sched = protocol(modality, species=species, **(protocol_options or {}))
+    tr = simulate_population(stack(models), sched, t, throw=False, **solve_options(models[0]))
+    y = 100.0 * (np.asarray(tr[readout]) - 1.0)
+    y = y[np.asarray(tr.status) == 0]
+    fig, axes = _axes(ax, figsize=(6.5, 4))
+    a = axes[0]
+    td = t / 24.0
+    q = np.nanquantile(y, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+    a.fill_between(td[1:], q[0][1:], q[4][1:], alpha=0.15, color="C0", label="90 % band")
+    a.fill_between(td[1:], q[1][1:], q[3][1:], alpha=0.3, color="C0", label="50 % band")
+    a.plot(td[1:], q[2][1:], color="C0", label=f"median of {y.shape[0]} posterior draws")
+    if data:
+        df = datasets(modality, readout=readout, species=species)
+        df = df[df["statistic"] == "percent_change"].copy()
+        # rows without a time are end-of-course values: one day after the last dose or session
+        last = max([float(np.max(x)) for x in (sched.dose_time, sched.session_start) if len(x)] or [0.0])
+        df["time_h"] = df["time_h"].where(np.isfinite(df["time_h"]), last + 24.0)
+        for standard, marker in ((True, "o"), (False, "o")):
+            rows = df[(df["protocol"].astype(str) == modality) == standard]
+            if len(rows):
+                a.errorbar(rows["time_h"] / 24.0, rows["value"], yerr=rows["se"].fillna(0.0), fmt=marker,
+                           color="k", mfc="k" if standard else "none", capsize=2,
+                           label="published (standard protocol)" if standard else "published (other schedule)")
+    if log_time:
+        a.set_xscale("log")
+    a.set_xlabel("time since the first dose or session (days)")
+    a.set_ylabel(f"{readout.replace('_', ' ')}: change from baseline (%)")
+    a.set_title(f"{modality} ({species}), standard protocol")
+    a.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

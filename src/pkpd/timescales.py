@@ -128,6 +128,25 @@ def cumulative_half_time(times, rate, until_h) -> np.ndarray:
     return np.where(total > 0, out, np.nan)
 
 
+def input_half_time(times, cumulative, *, window_h: float = 168.0) -> np.ndarray:
+    """The *schedule/PK clock*: the first time the treatment's input rate, averaged over the
+    trailing ``window_h`` (a week by default), reaches half its maximum over ``times``.
+
+    ``cumulative``: the input delivered up to each time (per row): the integral of target
+    occupancy for drugs, the pulses or seizures delivered for devices. The weekly mean rate
+    ``(C(t) - C(t - window)) / window`` rises as fast as the drug accumulates and as the sessions
+    come, so its half-time is how long the schedule and the PK take to bring in the input;
+    everything after that is the biology."""
+    t = np.asarray(times, dtype=float)
+    cum = np.atleast_2d(np.asarray(cumulative, dtype=float))
+    fine = np.unique(np.concatenate([t, np.arange(0.0, t[-1], 0.25)]))
+    c = np.array([np.interp(fine, t, row) for row in cum])
+    lag = np.array([np.interp(fine - window_h, t, row, left=0.0) for row in cum])
+    rate = (c - lag) / window_h
+    out = _first_crossing(fine, rate, 0.5 * rate.max(axis=1))
+    return np.where(rate.max(axis=1) > 0, out, np.nan)
+
+
 def summarise(values, *, level: float = 0.9) -> list[float]:
     """``[median, lo, hi]`` of the finite values (central ``level`` interval); NaNs if none."""
     v = np.asarray(values, dtype=float)
