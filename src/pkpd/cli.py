@@ -68,32 +68,10 @@ def _figure(rows, path):
     print(f"figure written to {path}")
 
 
-def _compile_cache() -> None:
-    """Persist compiled solvers between runs (JAX's compilation cache, in the user's cache
-    directory; ``PKPD_NO_COMPILE_CACHE=1`` switches it off). The first run compiles."""
-    import os
-
-    if os.environ.get("PKPD_NO_COMPILE_CACHE"):
-        return
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    try:
-        path = os.path.join(base, "pkpd", "jax")
-        os.makedirs(path, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    except OSError:
-        pass
-
-
 def _compare(args) -> int:
     import pkpd
     from pkpd.compare import compare
 
-    _compile_cache()
     unknown = [n for n in (args.modalities or []) if n not in pkpd.modalities()]
     if unknown:
         print(f"pkpd compare: unknown modalities {unknown}; valid: {pkpd.modalities()}", file=sys.stderr)
@@ -101,7 +79,12 @@ def _compare(args) -> int:
     if args.draws < 2:
         print(f"pkpd compare: --draws {args.draws} must be >= 2", file=sys.stderr)
         return 2
-    res = compare(args.modalities, draws=args.draws, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    try:
+        res = compare(args.modalities, draws=args.draws, quick=args.quick, seed=args.seed, claims=args.claims,
+                      progress=not args.no_progress)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"pkpd compare: {e}", file=sys.stderr)
+        return 2
     print(f"pkpd {pkpd.__version__} compare: standard protocols, 90 days, {res.info['draws']} posterior draws of the "
           f"joint calibration ({res.info['calibration']['method']}); median [90 % interval]\n")
     print(res.table())
@@ -132,9 +115,10 @@ def main(argv=None) -> int:
     cmp.add_argument("--json", default=None, metavar="PATH", help="write the JSON report here")
     cmp.add_argument("--figure", default=None, metavar="PATH", help="write the time-course figure (PNG) here")
     cmp.add_argument("--modalities", nargs="*", default=None, help="subset of modalities (default: all)")
-    cmp.add_argument("--draws", type=int, default=64, help="posterior draws per modality (default 64)")
+    cmp.add_argument("--draws", type=int, default=32, help="posterior draws per modality (default 32)")
     cmp.add_argument("--seed", type=int, default=0, help="which posterior draws (default 0)")
     cmp.add_argument("--quick", action="store_true", help="16 draws and a coarser time grid")
+    cmp.add_argument("--claims", default=None, metavar="TOML", help="claims file (default: models/claims.toml)")
     cmp.add_argument("--no-progress", action="store_true", help="no per-simulation progress lines")
     cmp.set_defaults(func=_compare)
     args = parser.parse_args(argv)

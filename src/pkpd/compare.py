@@ -428,7 +428,8 @@ def compare(modalities=None, *, draws: int = 32, seed: int = 0, quick: bool = Fa
     ``calibration``: a :class:`pkpd.calibrate.Calibration` (default: the shipped one).
     ``claims``: a claims TOML path (default ``models/claims.toml``).
     ``counterfactuals``: ``(modality, description, protocol options, schedule)`` tuples
-    (default :func:`counterfactual_schedules`; give either options or a Schedule).
+    (default: those of :func:`counterfactual_schedules` whose modality is compared; give either
+    options or a Schedule).
     """
     from .modalities import modalities as all_modalities
     from .protocols import protocols
@@ -438,6 +439,7 @@ def compare(modalities=None, *, draws: int = 32, seed: int = 0, quick: bool = Fa
     bad = [m for m in names if m not in all_modalities()]
     if bad:
         raise KeyError(f"unknown modalities {bad}; valid: {all_modalities()}")
+    claim_list = load_claims(claims)  # validated before any simulation
     if quick:
         draws = min(draws, 16)
     cmp = Comparer(draws=draws, seed=seed, calibration=calibration, grid=120 if quick else 240, progress=progress)
@@ -463,10 +465,11 @@ def compare(modalities=None, *, draws: int = 32, seed: int = 0, quick: bool = Fa
                                   schedule_pk_h=ts.summarise(sched_half),
                                   biology_h=ts.summarise(met["t50_h"] - sched_half)))
         rows.append(dict(name=name, protocol=protocols()[name], draws_ok=int(run.ok.sum()), readouts=readouts))
-    claim_list = load_claims(claims)
     evaluated = [evaluate_claim(c, cmp) for c in claim_list]
     cf_results = []
-    for modality, desc, opts, sched in (counterfactual_schedules() if counterfactuals is None else counterfactuals):
+    if counterfactuals is None:  # the standard set, for the modalities asked for
+        counterfactuals = [c for c in counterfactual_schedules() if c[0] in names]
+    for modality, desc, opts, sched in counterfactuals:
         run = cmp.run(modality, opts, schedule=sched, label=desc)
         met = ts.metrics(t, run.changes["spine_density"])
         cf_results.append(dict(modality=modality, schedule=desc, readout="spine_density",
