@@ -78,3 +78,14 @@ def test_round_trip_and_errors(shipped, tmp_path):
         calibrate.load(bad)
     with pytest.raises(ValueError, match="tau"):
         calibrate.JointProblem(["lsd"], tau=0.0, progress=False)
+
+
+def test_model_calibrated_flag(shipped):
+    import pkpd
+
+    m = pkpd.model("fluoxetine", calibrated=True)
+    i = shipped.keys.index("fluoxetine.cl@human")
+    assert float(m.driver.pk.cl) == pytest.approx(np.exp(shipped.map_z[i]))
+    assert float(pkpd.model("fluoxetine").driver.pk.cl) != pytest.approx(float(m.driver.pk.cl))
+    with pytest.raises(ValueError, match="overrides"):
+        pkpd.model("fluoxetine", calibrated=True, k_bdnf=1.0)

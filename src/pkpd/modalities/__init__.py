@@ -127,15 +127,26 @@ def build(name: str, species: str = "human", **overrides):
     else:
         driver = _DRIVERS[mod.family](**fields)
     if overrides:
-        raise ValueError(f"unknown parameter override(s) {sorted(overrides)} for {name}")
+        valid = sorted(CORE_PARAMETERS + _DRIVER_FIELDS[mod.family]
+                       + (("ec50", "emax", "hill") + (("ec50_m",) if mod.family == "ssri" else ()) if mod.drug else ()))
+        raise ValueError(f"unknown parameter override(s) {sorted(overrides)} for {name}; valid: {valid}")
     return PlasticityModel(driver=driver, core=core, modality=name, species=species), used
 
 
-def model(name: str, species: str = "human", **overrides) -> PlasticityModel:
-    """The model of modality ``name`` for ``species`` (human, mouse, rat) with model-card values.
+def model(name: str, species: str = "human", *, calibrated: bool = False, **overrides) -> PlasticityModel:
+    """The model of modality ``name`` for ``species`` (human, mouse, rat) with model-card values,
+    or with ``calibrated=True`` at the MAP of the shipped joint calibration (parameters no data
+    informed keep their card values; posterior draws: ``pkpd.calibrate.load().models(name, n)``).
 
     >>> m = pkpd.model("psilocybin", species="human")
     """
+    if calibrated:
+        if overrides:
+            raise ValueError(f"calibrated=True takes no parameter overrides (got {sorted(overrides)})")
+        from ..calibrate import load
+
+        get_modality(name)
+        return load().model(name, species=species)
     return build(name, species, **overrides)[0]
 
 
