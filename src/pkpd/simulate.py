@@ -444,16 +444,125 @@ def stack(models) -> Model:
     return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x, dtype=jnp.float64) for x in xs]), *models)
 
 
+def _broadcast_model(model: Model, n: int) -> Model:
+    """``stack([model] * n)`` without n Python-level copies (float leaves broadcast to (n, ...))."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(jnp.asarray(x, dtype=jnp.float64), (n,) + jnp.shape(x))
+        if eqx.is_array(x) or (isinstance(x, (float, int, np.floating, np.integer)) and not isinstance(x, bool))
+        else x, model)
+
+
+def _fit_save_slots(proto: Model, schedule: Schedule, times, table: SegmentTable) -> SegmentTable:
+    """Rebuild ``table`` with as few save slots per segment as its busiest segment needs (a power of
+    two <= SAVE_SLOTS). No segment is split differently, so the results are the same; only the
+    padded save buffers (memory) shrink, which matters for large populations."""
+    k = table.save_ts.shape[-1]
+    rows = np.asarray(table.save_index) // k
+    needed = int(np.bincount(rows).max()) if rows.size else 1
+    slots = 1
+    while slots < needed:
+        slots *= 2
+    if slots >= k:
+        return table
+    return segment_table(proto, schedule, times, n_segments=table.n_segments, save_slots=slots)
+
+
+def population_devices(devices=None) -> list:
+    """The devices a population is sharded over: ``devices=None`` -> every device of
+    ``jax.devices()`` (one device: no sharding); an int -> the first that many; or a list."""
+    if devices is None:
+        return list(jax.devices())
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        avail = jax.devices()
+        if not 1 <= int(devices) <= len(avail):
+            raise ValueError(f"devices={devices} must be between 1 and the {len(avail)} available device(s); "
+                             "on a CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax")
+        return list(avail[: int(devices)])
+    devices = list(devices)
+    if not devices:
+        raise ValueError("devices is empty")
+    return devices
+
+
+_POPULATION: dict = {}
+
+
+def _population_fn(table_batched: bool, devices: tuple, options: dict):
+    """Jitted, vmapped :func:`solve` over subjects, sharded over ``devices`` with ``shard_map`` when
+    there is more than one (each device integrates its block of subjects; no communication).
+    Cached by (table batched, devices, options)."""
+    try:
+        key = (table_batched, devices, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _POPULATION:
+        return _POPULATION[key]
+    vm = eqx.filter_vmap(functools.partial(solve, **options),
+                         in_axes=(eqx.if_array(0), eqx.if_array(0) if table_batched else None))
+    if len(devices) == 1:
+        fn = eqx.filter_jit(vm)
+    else:
+        from jax.sharding import Mesh, PartitionSpec
+
+        mesh = Mesh(np.asarray(devices, dtype=object), ("subjects",))
+        rep, sub = PartitionSpec(), PartitionSpec("subjects")
+
+        def run(model, table):
+            dyn_m, static_m = eqx.partition(model, eqx.is_array)
+            dyn_t, static_t = eqx.partition(table, eqx.is_array)
+            specs = (jax.tree_util.tree_map(lambda _: sub, dyn_m),
+                     jax.tree_util.tree_map(lambda _: sub if table_batched else rep, dyn_t))
+
+            def local(dm, dt):
+                return vm(eqx.combine(dm, static_m), eqx.combine(dt, static_t))
+
+            # check_vma=False: diffrax's while loops are not annotated for varying-manual-axes checks.
+            return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=sub, check_vma=False)(dyn_m, dyn_t)
+
+        fn = eqx.filter_jit(run)
+    if key is not None:
+        _POPULATION[key] = fn
+    return fn
+
+
+#: Bytes of per-subject solver buffers a population chunk may hold (bounds peak memory).
+CHUNK_BYTES = 256 * 2**20
+
+
+def _auto_chunk(table: SegmentTable, n_states: int, n_dev: int) -> int:
+    s, k = table.save_ts.shape[-2:]
+    per_subject = 8 * s * (k + 1) * n_states * 2 + 8 * s * (k + 64)  # scan outputs, save buffers, table
+    chunk = 256
+    while chunk * 2 * per_subject <= CHUNK_BYTES and chunk < 8192:
+        chunk *= 2
+    return max(n_dev, chunk - chunk % n_dev)
+
+
 def simulate_population(model: Model, schedules, times, *, solver: dfx.AbstractSolver | None = None,
                         rtol: float = 1e-8, atol: float = 1e-12, max_steps: int = 100_000,
                         adjoint: dfx.AbstractAdjoint | None = None, dtmax: float | None = None,
-                        method: str = "auto", throw: bool = True) -> Trajectory:
+                        method: str = "auto", throw: bool = True, devices=None,
+                        chunk_size: int | None = None) -> Trajectory:
     """Simulate many subjects in one compiled, vmapped call.
 
     ``model``: a batched model (see :func:`stack`; every array leaf has a leading subject axis),
     or an unbatched model shared by all subjects. ``schedules``: one :class:`Schedule` for all, or
-    one per subject (different lengths are padded to a common bucket). Returns a
-    :class:`Trajectory` whose states have shape (subjects, times, states) and ``status`` per subject.
+    one per subject (different lengths are padded to a common bucket; a schedule shared by many
+    subjects is cut into segments once). Returns a :class:`Trajectory` whose states have shape
+    (subjects, times, states) and ``status`` per subject.
+
+    **Scale-out**
+
+    - ``devices``: subjects are sharded over these devices (``jax.shard_map`` over a one-axis
+      ``Mesh``; each device integrates its own block of subjects, no communication). Default
+      ``None``: every device in ``jax.devices()`` -- nothing changes on a machine with one device.
+      An int takes the first that many devices; ``1`` turns sharding off. Several CPU "devices"
+      need ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before jax is imported.
+      Sharded and unsharded results are identical.
+    - ``chunk_size``: subjects per compiled call (a multiple of the number of devices); the
+      population is run chunk by chunk so that solver buffers stay bounded (the default keeps
+      them near ``CHUNK_BYTES``; only the returned states grow with the population).
     """
     leaves = [x for x in jax.tree_util.tree_leaves(model) if eqx.is_array(x)]
     n_model = leaves[0].shape[0] if leaves and leaves[0].ndim >= 1 else None
@@ -464,18 +573,58 @@ def simulate_population(model: Model, schedules, times, *, solver: dfx.AbstractS
     if n_model is not None and n_model != n:
         raise ValueError(f"length mismatch: model is batched over {n_model} subjects but {n} schedules were given")
     if n_model is None:
-        model = stack([model] * n)
+        model = _broadcast_model(model, n)
     proto = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, model)
-    tables = [segment_table(proto, s, times) for s in schedules]
+    # One segment table per distinct schedule object (a shared schedule is cut once).
+    first: dict[int, int] = {}
+    subject_table = np.empty(n, dtype=np.int64)
+    uniq: list[Schedule] = []
+    for i, s in enumerate(schedules):
+        j = first.setdefault(id(s), len(uniq))
+        if j == len(uniq):
+            uniq.append(s)
+        subject_table[i] = j
+    tables = [segment_table(proto, s, times) for s in uniq]
     size = max(tb.n_segments for tb in tables)
     tables = [tb if tb.n_segments == size else segment_table(proto, s, times, n_segments=size)
-              for tb, s in zip(tables, schedules)]
+              for tb, s in zip(tables, uniq)]
+    if len(tables) == 1:
+        tables = [_fit_save_slots(proto, uniq[0], times, tables[0])]
     has_ss = any(tb.has_ss for tb in tables)
     has_sessions = any(tb.has_sessions for tb in tables)
     tables = [dataclasses.replace(tb, has_ss=has_ss, has_sessions=has_sessions) for tb in tables]
-    batched = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tables)
+    shared = len(tables) == 1
+    table_all = tables[0] if shared else jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tables)
     opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
-    ys, status, steps = _compiled(True, **opts)(model, batched)
+
+    devs = population_devices(devices)
+    n_dev = len(devs)
+    if chunk_size is None:
+        chunk = _auto_chunk(tables[0], proto.initial_state().shape[0], n_dev)
+    else:
+        chunk = int(chunk_size)
+        if chunk < 1 or chunk % n_dev:
+            raise ValueError(f"chunk_size={chunk_size} must be a positive multiple of the number of devices ({n_dev})")
+    fn = _population_fn(not shared, tuple(devs), opts)
+    if n <= chunk:  # one call; pad to a multiple of the device count only
+        chunk = -(-n // n_dev) * n_dev
+    outs = []
+    for lo in range(0, n, chunk):
+        idx = np.arange(lo, lo + chunk)
+        idx = np.where(idx < n, idx, n - 1)  # pad the last chunk with copies of the last subject
+        whole = lo == 0 and chunk == n
+        m_c = model if whole else jax.tree_util.tree_map(lambda x: x[idx] if eqx.is_array(x) else x, model)
+        t_c = table_all if shared else jax.tree_util.tree_map(
+            lambda x: x[subject_table[idx]] if eqx.is_array(x) else x, table_all)
+        ys, status, steps = fn(m_c, t_c)
+        keep = min(chunk, n - lo)
+        if keep < chunk:
+            ys, status, steps = ys[:keep], status[:keep], steps[:keep]
+        outs.append((ys, status, steps))
+    if len(outs) == 1:
+        ys, status, steps = outs[0]
+    else:
+        ys, status, steps = (jnp.concatenate([o[i] for o in outs]) for i in range(3))
     if throw:
         _raise_on_failure(status, "simulate_population")
     return Trajectory(times=np.asarray(check_times(times)), states=ys, model=model, status=status, num_steps=steps)
