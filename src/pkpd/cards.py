@@ -152,12 +152,16 @@ def load_card(path: str | Path) -> Card:
 
 
 def card_path(kind: str, name: str) -> Path:
-    folder = {"drug": "drugs", "driver": "drivers", "core": "."}[kind]
+    folders = {"drug": "drugs", "driver": "drivers", "core": "."}
+    if kind not in folders:
+        raise KeyError(f"card kind={kind!r} is not known; valid: {list(folders)}")
+    folder = folders[kind]
     return models_dir() / folder / f"{name}.toml"
 
 
 def load(kind: str, name: str) -> Card:
     path = card_path(kind, name)
     if not path.exists():
-        raise KeyError(f"no {kind} card named {name!r} (looked for {path})")
+        have = sorted(x.stem for x in path.parent.glob("*.toml"))
+        raise KeyError(f"no {kind} card named {name!r} (looked for {path}); valid: {have}")
     return load_card(str(path))

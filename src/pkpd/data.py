@@ -84,7 +84,8 @@ def load_curves(data):
         r = row._asdict()
         for c in REQUIRED:
             if _blank(r[c]):
-                fail(i, f"{c} is empty")
+                hint = (" (the unit of value, e.g. '%', 'ng/mL', 'fold')" if c == "unit" else "")
+                fail(i, f"{c}={r[c]!r} is empty; every row needs a non-empty {c}{hint}")
         checks = (("species", SPECIES), ("modality", tuple(MODALITIES)), ("readout", READOUTS),
                   ("statistic", STATISTICS))
         for c, vocab in checks:
@@ -107,7 +108,7 @@ def load_curves(data):
             except (TypeError, ValueError):
                 fail(i, f"n={r['n']!r} is not a number")
             if not n >= 1:
-                fail(i, f"n={n!r} must be >= 1")
+                fail(i, f"n={n!r} must be >= 1 (number of subjects; leave empty if not reported)")
         t = r["time"]
         if _blank(t):
             th = float("nan")
@@ -132,7 +133,8 @@ def load_curves(data):
                 if not parts[1] > parts[0]:
                     fail(i, f"dispersion interval {disp!r} must have lo < hi")
             elif len(parts) != 1 or not parts[0] > 0:
-                fail(i, f"dispersion={disp!r} must be > 0")
+                fail(i, f"dispersion={disp!r} must be > 0 (or 'lo;hi' with lo < hi for {kind}; leave empty if "
+                        "not reported)")
         values.append(v)
         times.append(th)
         ses.append(_se(disp, kind, n))
@@ -200,13 +202,21 @@ def read_webplotdigitizer(path, *, study_id: str, species: str, modality: str, r
         except ValueError:
             continue  # a header line
         if len(nums) != 2:
-            raise ValueError(f"{path}: expected two columns (x = time, y = value) per line, got {len(nums)} in {ln!r}")
+            raise ValueError(f"{path}: expected two columns (x = time, y = value) per line, got {len(nums)} columns "
+                             f"in line {ln!r}; export a single dataset from WebPlotDigitizer as CSV (x,y)")
         rows.append(nums)
     if not rows:
         raise ValueError(f"{path}: no numeric (x, y) rows found; export one dataset from WebPlotDigitizer as CSV")
     xy = np.asarray(rows)
     k = xy.shape[0]
-    disp = [""] * k if dispersion is None else list(np.broadcast_to(np.asarray(dispersion, dtype=float), (k,)))
+    if dispersion is None:
+        disp = [""] * k
+    else:
+        arr = np.asarray(dispersion, dtype=float)
+        if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] not in (1, k)):
+            raise ValueError(f"{path}: dispersion has {arr.size} values for {k} digitised points; give one value for "
+                             f"all points or {k} values (one per point)")
+        disp = list(np.broadcast_to(arr, (k,)))
     df = pd.DataFrame({
         "study_id": study_id, "species": species, "modality": modality, "protocol": modality,
         "protocol_options": protocol_options, "time": xy[:, 0], "time_unit": time_unit, "readout": readout,

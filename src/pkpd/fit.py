@@ -379,10 +379,75 @@ def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, c
         raise TypeError(f"fit takes a modality name or a pkpd model, got {type(modality_or_model).__name__}")
     if method not in ("map", "nuts"):
         raise ValueError(f"method={method!r} is not known; valid: 'map', 'nuts'")
-    for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws), ("starts", starts)):
-        if not isinstance(v, (int, np.integer)) or v < (0 if name == "warmup" else 1):
-            raise ValueError(f"{name}={v!r} must be an integer >= {0 if name == 'warmup' else 1}")
+    for name, v in (("chains", chains), ("warmup", warmup), ("draws", draws), ("starts", starts), ("seed", seed)):
+        lo = 0 if name in ("warmup", "seed") else 1
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
+    if parameters is not None:
+        if isinstance(parameters, str):
+            raise TypeError(f"parameters={parameters!r} must be a list of parameter names, e.g. [{parameters!r}]")
+        parameters = list(parameters)
+        bad = [p for p in parameters if not isinstance(p, str)]
+        if bad or not parameters:
+            raise TypeError(f"parameters={parameters!r} must be a non-empty list of parameter names (str), "
+                            "e.g. ['cl@human', 'k_spine_form']")
+    if error is not None and not isinstance(error, ErrorModel):
+        raise TypeError(f"error={error!r} must be a pkpd.ErrorModel (or None for the default), "
+                        f"got {type(error).__name__}")
+    if data is not None:
+        from .data import load_curves
+
+        get_modality(modality)
+        rows = load_curves(data)
+        if not (rows["modality"] == modality).any():
+            raise FitError(f"data has no rows for modality={modality!r}; its rows are for "
+                           f"{sorted(set(rows['modality']))}: pass the rows of {modality!r} or fit one of those")
     problem = Problem(modality, data, parameters=parameters, error=error)
     if method == "map":
         return fit_map(problem, starts=starts, seed=seed, progress=progress)
     return fit_nuts(problem, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress)
+
+
+def load(path):
+    """Load a saved fit: NUTS ``InferenceData`` written with ``idata.to_netcdf(path)`` (netCDF/HDF5)
+    or a :class:`MapFit` written with ``fit.save(path)`` (JSON).
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`FitError` (a ``ValueError``) naming
+    the file for anything else: a corrupted or truncated netCDF, a netCDF without a posterior,
+    invalid JSON, a JSON without the MapFit fields, or an unknown format.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"path={str(p)!r}: no such fit file")
+    valid = "valid: a NUTS netCDF written by InferenceData.to_netcdf or a MapFit JSON written by MapFit.save"
+    raw = p.read_bytes()
+    if raw[:4] in (b"\x89HDF", b"CDF\x01", b"CDF\x02"):
+        import arviz as az
+
+        try:
+            idata = az.from_netcdf(str(p))
+        except Exception as e:  # noqa: BLE001 -- h5netcdf/netCDF4/xarray raise many types for corrupted files
+            raise FitError(f"path={str(p)!r} is a corrupted netCDF file ({type(e).__name__}: {e}); {valid}") from None
+        if "posterior" not in idata.groups():
+            raise FitError(f"path={str(p)!r} is a netCDF file without a posterior group (groups: {idata.groups()}); "
+                           f"{valid}")
+        return idata
+    try:
+        d = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FitError(f"path={str(p)!r} is neither netCDF nor valid JSON ({type(e).__name__}: {e}); {valid}") from None
+    required = ("modality", "names", "z", "natural", "cov_z", "prior_sigma", "converged", "n_steps", "objective",
+                "seconds", "starts")
+    missing = [k for k in required if not isinstance(d, dict) or k not in d]
+    if missing:
+        raise FitError(f"path={str(p)!r} is JSON but not a MapFit: missing field(s) {missing}; {valid}")
+    n = len(d["names"])
+    if np.shape(d["z"]) != (n,) or np.shape(d["cov_z"]) != (n, n) or np.shape(d["prior_sigma"]) != (n,):
+        raise FitError(f"path={str(p)!r}: MapFit fields have inconsistent shapes (names: {n}, z: {np.shape(d['z'])}, "
+                       f"cov_z: {np.shape(d['cov_z'])}, prior_sigma: {np.shape(d['prior_sigma'])}); the file is corrupted")
+    return MapFit.load(p)
+
+
+# ``pkpd.fit`` is this module's ``fit`` function (see ``pkpd/__init__.py``); expose ``load`` on it so
+# that ``pkpd.fit.load(path)`` works as documented.
+fit.load = load

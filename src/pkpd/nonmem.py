@@ -17,6 +17,11 @@ import numpy as np
 from .schedule import ROUTES, Schedule
 
 
+def _py(x):
+    """A numpy scalar as the plain Python value (for readable messages)."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
 @dataclass(frozen=True)
 class Subject:
     """One subject of a NONMEM dataset: its schedule and its observation rows (``time_h``, ``dv``,
@@ -47,7 +52,8 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
     df.columns = [str(c).strip().upper() for c in df.columns]
     missing = [c for c in ("ID", "TIME") if c not in df.columns]
     if missing:
-        raise ValueError(f"NONMEM dataset is missing column(s) {missing}; it has {list(df.columns)}")
+        raise ValueError(f"NONMEM dataset is missing column(s) {missing}; it has {list(df.columns)}; required: "
+                         "['ID', 'TIME'], optional: ['AMT', 'EVID', 'CMT', 'RATE', 'II', 'ADDL', 'SS', 'DV', 'MDV']")
     cmt_routes = {1: "oral", 2: "iv"} if cmt_routes is None else dict(cmt_routes)
     for c, r in cmt_routes.items():
         if r not in ROUTES:
@@ -60,7 +66,7 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
     change = np.concatenate([[True], ids[1:] != ids[:-1]])
     starts = pd.Series(ids[change])
     if starts.duplicated().any():
-        raise ValueError(f"NONMEM dataset: ID {starts[starts.duplicated()].iloc[0]!r} appears in separate blocks; "
+        raise ValueError(f"NONMEM dataset: ID={_py(starts[starts.duplicated()].iloc[0])!r} appears in separate blocks; "
                          "NONMEM starts a new individual at each change of ID, so sort by ID (then TIME)")
 
     def col(name, default):
@@ -72,7 +78,8 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
             (raw.astype(str).str.strip() != ".").to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"NONMEM row {i}: {name}={raw.iloc[i]!r} is not a number")
+            raise ValueError(f"NONMEM row {i}: {name}={_py(raw.iloc[i])!r} is not a number (use a number, "
+                             "or an empty cell or '.' for missing)")
         return num
     time, amt, rate, ii, addl, ss = (col("TIME", np.nan), col("AMT", 0.0), col("RATE", 0.0), col("II", 0.0),
                                      col("ADDL", 0.0), col("SS", 0.0))
@@ -84,25 +91,25 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
     mdv = col("MDV", np.nan)
 
     def fail(i, msg):
-        raise ValueError(f"NONMEM row {i} (ID={df['ID'].iloc[i]!r}): {msg}")
+        raise ValueError(f"NONMEM row {i} (ID={_py(df['ID'].iloc[i])!r}): {msg}")
 
     for i in range(n):
         if not np.isfinite(time[i]) or time[i] < 0:
-            fail(i, f"TIME={time[i]!r} must be finite and >= 0")
+            fail(i, f"TIME={float(time[i])!r} must be finite and >= 0 (hours)")
         if evid[i] not in (0, 1):
-            fail(i, f"EVID={evid[i]:g} is not supported (0 observation, 1 dose)")
+            fail(i, f"EVID={evid[i]:g} is not supported; valid: 0 (observation), 1 (dose)")
         if evid[i] == 1 and not (np.isfinite(amt[i]) and amt[i] > 0):
-            fail(i, f"EVID=1 (dose) needs AMT > 0, got AMT={amt[i]!r}")
+            fail(i, f"EVID=1 (dose) needs AMT > 0, got AMT={float(amt[i])!r}")
         if evid[i] == 0 and amt[i] != 0:
-            fail(i, f"EVID=0 (observation) must have AMT=0, got AMT={amt[i]!r}")
+            fail(i, f"EVID=0 (observation) must have AMT=0, got AMT={float(amt[i])!r} (a dose needs EVID=1)")
         if rate[i] < 0:
             fail(i, f"RATE={rate[i]:g}: model-defined rates (-1, -2) are not supported; give RATE > 0 or 0")
         if ss[i] not in (0, 1):
-            fail(i, f"SS={ss[i]:g} is not supported (0 or 1)")
+            fail(i, f"SS={ss[i]:g} is not supported; valid: 0 or 1")
         if (ss[i] == 1 or addl[i] > 0) and not ii[i] > 0:
-            fail(i, f"SS={ss[i]:g}/ADDL={addl[i]:g} need II > 0, got II={ii[i]!r}")
+            fail(i, f"SS={ss[i]:g}/ADDL={addl[i]:g} need II > 0, got II={float(ii[i])!r}")
         if addl[i] < 0 or addl[i] != np.floor(addl[i]):
-            fail(i, f"ADDL={addl[i]!r} must be a non-negative integer")
+            fail(i, f"ADDL={float(addl[i])!r} must be a non-negative integer")
         if evid[i] == 1 and rate[i] == 0:
             c = 1 if np.isnan(cmt[i]) else int(cmt[i])
             if c not in cmt_routes:
@@ -114,7 +121,8 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
         t = time[idx]
         if np.any(np.diff(t) < 0):
             j = int(np.argmax(np.diff(t) < 0)) + 1
-            fail(int(idx[j]), f"TIME decreases within ID ({t[j]:g} after {t[j - 1]:g}); sort the dataset by ID and TIME")
+            fail(int(idx[j]), f"TIME decreases within ID (TIME={t[j]:g} after TIME={t[j - 1]:g}); TIME must be "
+                              "non-decreasing within an ID: sort the dataset by ID and TIME")
         dose_rows = idx[evid[idx] == 1]
         times, amounts, routes, durations, ss_flags, iis = [], [], [], [], [], []
         for i in dose_rows:

@@ -191,7 +191,8 @@ def _spec(row, schedule: Schedule) -> dict:
     t = row["time_h"] if np.isfinite(row["time_h"]) else None
     if readout == "concentration":
         if stat not in ("cmax", "tmax", "half_life", "mean"):
-            raise ValueError(f"statistic {stat!r} of concentration is not modelled")
+            raise ValueError(f"statistic={stat!r} of concentration is not modelled; modelled: "
+                             "['cmax', 'tmax', 'half_life', 'mean']")
         analyte = str(row.get("analyte", "")).lower()
         out = "metabolite_concentration" if analyte.startswith("nor") and analyte != "norketamine" else "concentration"
         if analyte in ("norketamine", "dehydronorketamine", "hydroxynorketamine"):
@@ -201,7 +202,7 @@ def _spec(row, schedule: Schedule) -> dict:
                 raise ValueError(f"concentration unit {unit!r} is not supported; use {sorted(CONC_SCALE)}")
             return dict(kind="max" if stat == "cmax" else "at", output=out, scale=CONC_SCALE[unit], time=t)
         if unit not in TIME_SCALE:
-            raise ValueError(f"time unit {unit!r} of {stat} is not supported")
+            raise ValueError(f"time unit {unit!r} of {stat} is not supported; use {sorted(TIME_SCALE)}")
         return dict(kind=stat, output=out, scale=TIME_SCALE[unit], time=None)
     if readout == "occupancy":
         if stat not in ("occupancy_percent", "mean") or unit != "%":
@@ -217,15 +218,23 @@ def _spec(row, schedule: Schedule) -> dict:
             return dict(kind="at", output=out, scale=1.0, time=end if t is None else t)
         if stat == "slope_per_session" and unit == "%/session" and schedule.n_sessions:
             return dict(kind="change", output=out, scale=100.0 / schedule.n_sessions, time=end)
-        raise ValueError(f"{stat!r} of {readout} in {unit!r} is not modelled")
+        raise ValueError(f"statistic={stat!r} of {readout} in unit={unit!r} is not modelled; modelled: "
+                         "percent_change in '%', fold_change, slope_per_session in '%/session' (device courses)")
     if readout in ("response", "remission") and stat in ("response_rate", "remission_rate") and unit == "%":
         return dict(kind=stat, output="symptom_score", scale=1.0, time=end if t is None else t)
     reasons = {"bdnf_serum": "the model has no peripheral (serum) BDNF compartment; central BDNF is not calibrated "
                              "on serum (Brunoni 2015: no serum rise after rTMS)",
                "subjective_effect": "subjective effects are not a model readout"}
+    modelled = ["concentration", "occupancy", *CHANGE_READOUTS, "response", "remission"]
     if stat == "effect_size":
         raise ValueError("effect sizes need a control arm and the between-subject SD; not modelled")
-    raise ValueError(reasons.get(readout, f"{readout}/{stat} in {unit!r} is not modelled"))
+    if readout in reasons:
+        raise ValueError(f"readout={readout!r}: {reasons[readout]}; modelled readouts: {modelled}")
+    if readout in ("response", "remission"):
+        raise ValueError(f"readout={readout!r} with statistic={stat!r} in unit={unit!r} is not modelled; use "
+                         f"statistic='{readout}_rate' in '%'")
+    raise ValueError(f"readout={readout!r} with statistic={stat!r} in unit={unit!r} is not modelled; modelled "
+                     f"readouts: {modelled}")
 
 
 def _dense_horizon(model) -> float:

@@ -167,7 +167,10 @@ def protocol(name: str, **options) -> Schedule:
     """Build a standard protocol's schedule; see the module docstring for the options."""
     if not isinstance(name, str) or name not in PROTOCOLS:
         raise KeyError(f"unknown protocol {name!r}; valid: {list(PROTOCOLS)}")
-    try:
-        return PROTOCOLS[name].build(**options)
-    except TypeError as e:
-        raise TypeError(f"protocol {name!r}: {e}") from None
+    import inspect
+
+    valid = list(inspect.signature(PROTOCOLS[name].build).parameters)
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise TypeError(f"protocol {name!r}: unknown option(s) {unknown}; valid options: {valid}")
+    return PROTOCOLS[name].build(**options)

@@ -33,7 +33,10 @@ _EMPTY = np.zeros(0)
 
 
 def _as_1d(name: str, values: Any, dtype=np.float64) -> np.ndarray:
-    arr = np.asarray(values, dtype=dtype)
+    try:
+        arr = np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}={values!r} must be numbers (a scalar or a 1-D sequence)") from None
     if arr.ndim == 0:
         arr = arr[None]
     if arr.ndim != 1:
@@ -44,7 +47,10 @@ def _as_1d(name: str, values: Any, dtype=np.float64) -> np.ndarray:
 def _codes(name: str, values: Any, vocabulary: tuple[str, ...], n: int) -> np.ndarray:
     if isinstance(values, str):
         values = [values] * n
-    values = list(values)
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"{name}={values!r} must be a name or a list of names; valid: {list(vocabulary)}") from None
     out = []
     for v in values:
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
@@ -62,17 +68,21 @@ def _whole(name: str, value, lo: int = 1) -> int:
     """A whole number >= lo (``ValueError`` for 2.7, NaN, ...)."""
     v = check_finite(name, value, lo=lo)
     if v != int(v):
-        raise ValueError(f"{name}={value!r} must be a whole number")
+        raise ValueError(f"{name}={value!r} must be a whole number >= {lo}")
     return int(v)
 
 
-def _broadcast(name: str, values: Any, n: int, dtype=np.float64) -> np.ndarray:
-    arr = np.asarray(values, dtype=dtype)
+def _broadcast(name: str, values: Any, n: int, dtype=np.float64, ref: str = "times") -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}={values!r} must be a number or one number per entry of {ref}") from None
     if arr.ndim == 0:
         return np.full(n, arr.item(), dtype=dtype)
     arr = _as_1d(name, arr, dtype)
     if arr.shape[0] != n:
-        raise ValueError(f"length mismatch: {name} has {arr.shape[0]} entries but there are {n} events")
+        raise ValueError(f"length mismatch: {name} has {arr.shape[0]} entries but {ref} has {n}; "
+                         f"give {n} values or a single value for all")
     return arr
 
 
@@ -131,16 +141,21 @@ class Schedule(eqx.Module):
         for name in ("dose_time", "dose_amount", "dose_duration", "dose_ii", "session_start",
                      "session_duration", "session_pulses", "session_frequency_hz", "session_intensity"):
             arr = np.asarray(getattr(self, name), dtype=np.float64)
-            bad = ~np.isfinite(arr) | (arr < 0)
+            strict = name == "session_duration"  # a session lasts > 0 h
+            bad = ~np.isfinite(arr) | ((arr <= 0) if strict else (arr < 0))
             if bad.any():
                 i = int(np.argmax(bad))
-                raise ValueError(f"{name}[{i}]={arr[i]!r} is invalid: must be finite and >= 0")
+                raise ValueError(f"{name}[{i}]={float(arr[i])!r} is invalid: must be finite and {'>' if strict else '>='} 0")
         if np.any(np.diff(self.dose_time) < 0):
             i = int(np.argmax(np.diff(self.dose_time) < 0)) + 1
-            raise ValueError(f"dose_time is not sorted (dose_time[{i}]={self.dose_time[i]!r} < dose_time[{i - 1}]); "
+            raise ValueError(f"dose_time is not sorted (dose_time[{i}]={float(self.dose_time[i])!r} < "
+                             f"dose_time[{i - 1}]={float(self.dose_time[i - 1])!r}); give non-decreasing times or "
                              "use the Schedule builders, which sort stably")
         if np.any(np.diff(self.session_start) < 0):
-            raise ValueError("session_start is not sorted; use the Schedule builders, which sort stably")
+            i = int(np.argmax(np.diff(self.session_start) < 0)) + 1
+            raise ValueError(f"session_start is not sorted (session_start[{i}]={float(self.session_start[i])!r} < "
+                             f"session_start[{i - 1}]={float(self.session_start[i - 1])!r}); give non-decreasing "
+                             "starts or use the Schedule builders, which sort stably")
         if nd and (np.any(self.dose_route < 0) or np.any(self.dose_route >= len(ROUTES))):
             raise ValueError(f"dose_route codes must be in 0..{len(ROUTES) - 1} ({ROUTES}), got {self.dose_route}")
         if ns and (np.any(self.session_pattern < 0) or np.any(self.session_pattern >= len(PATTERNS))):
@@ -148,26 +163,29 @@ class Schedule(eqx.Module):
         infusion = self.dose_route == ROUTES.index("infusion")
         if np.any(infusion & (self.dose_duration <= 0)):
             i = int(np.argmax(infusion & (self.dose_duration <= 0)))
-            raise ValueError(f"dose_duration[{i}]={self.dose_duration[i]!r} must be > 0 for an infusion")
+            raise ValueError(f"dose_duration[{i}]={float(self.dose_duration[i])!r} must be > 0 (hours) for an infusion")
         if np.any(~infusion & (self.dose_duration != 0)):
             i = int(np.argmax(~infusion & (self.dose_duration != 0)))
-            raise ValueError(f"dose_duration[{i}]={self.dose_duration[i]!r} must be 0 for route "
+            raise ValueError(f"dose_duration[{i}]={float(self.dose_duration[i])!r} must be 0 for route "
                              f"{ROUTES[self.dose_route[i]]!r}; only 'infusion' doses have a duration")
         if np.any(self.dose_ss & (self.dose_ii <= 0)):
             i = int(np.argmax(self.dose_ss & (self.dose_ii <= 0)))
-            raise ValueError(f"dose_ii[{i}]={self.dose_ii[i]!r} must be > 0 for a steady-state (ss) dose")
+            raise ValueError(f"dose_ii[{i}]={float(self.dose_ii[i])!r} must be > 0 (hours) for a steady-state (ss) dose")
         if np.any(self.dose_ss & (self.dose_duration > self.dose_ii)):
-            raise ValueError("a steady-state infusion must be shorter than its dosing interval dose_ii")
+            i = int(np.argmax(self.dose_ss & (self.dose_duration > self.dose_ii)))
+            raise ValueError(f"dose_duration[{i}]={float(self.dose_duration[i])!r} h of a steady-state infusion must be "
+                             f"<= its dosing interval dose_ii[{i}]={float(self.dose_ii[i])!r} h")
         if ns:
             if np.any(self.session_duration <= 0):
                 i = int(np.argmax(self.session_duration <= 0))
-                raise ValueError(f"session_duration[{i}]={self.session_duration[i]!r} must be > 0 (hours)")
+                raise ValueError(f"session_duration[{i}]={float(self.session_duration[i])!r} must be > 0 (hours)")
             end = self.session_start + self.session_duration
             overlap = self.session_start[1:] < end[:-1] - 1e-12
             if overlap.any():
                 i = int(np.argmax(overlap)) + 1
-                raise ValueError(f"sessions overlap: session {i} starts at {self.session_start[i]!r} h before "
-                                 f"session {i - 1} ends at {end[i - 1]!r} h")
+                raise ValueError(f"sessions overlap: session_start[{i}]={float(self.session_start[i])!r} h is before "
+                                 f"session {i - 1} ends at {float(end[i - 1])!r} h; each session must start at or "
+                                 "after the end of the previous one")
 
     # ------------------------------------------------------------------ info
     @property
@@ -222,7 +240,8 @@ class Schedule(eqx.Module):
         a = _broadcast("amounts", amounts, n)
         r = _codes("route", route, ROUTES, n)
         if r.shape[0] != n:
-            raise ValueError(f"length mismatch: route has {r.shape[0]} entries but times has {n}")
+            raise ValueError(f"length mismatch: route has {r.shape[0]} entries but times has {n}; "
+                             f"give {n} routes or a single route for all")
         d = _broadcast("duration", duration, n) * h
         s = _broadcast("ss", ss, n, dtype=bool)
         i = _broadcast("ii", ii, n) * h
@@ -286,9 +305,11 @@ class Schedule(eqx.Module):
         gap_h = check_finite("gap", gap, lo=0.0) * hours_per(gap_unit, field="gap_unit")
         dur_h = check_finite("duration", duration, lo=0.0, lo_open=True) * hours_per(duration_unit, field="duration_unit")
         if per_day > 1 and gap_h < dur_h:
-            raise ValueError(f"gap={gap} {gap_unit} is shorter than the session duration {duration} {duration_unit}: sessions would overlap")
+            raise ValueError(f"gap={gap} {gap_unit} is shorter than the session duration={duration} {duration_unit}: "
+                             "sessions would overlap; the gap between same-day session starts must be >= the duration")
         if per_day > 1 and (per_day - 1) * gap_h + dur_h > 24.0:
-            raise ValueError(f"{per_day} sessions with gap {gap} {gap_unit} do not fit in one day")
+            raise ValueError(f"per_day={per_day} sessions with gap={gap} {gap_unit} do not fit in one day; "
+                             "(per_day - 1) * gap + duration must be <= 24 h")
         # 5/week -> Mon-Fri (consecutive weekdays, as clinical rTMS); fewer than 5 are spread over the
         # week (3/week -> Mon, Wed, Fri; 2/week -> Mon, Thu); 6-7/week -> consecutive days.
         if days_per_week in (1, 2, 3, 4):
@@ -314,17 +335,20 @@ class Schedule(eqx.Module):
         t = _as_1d("starts", starts) * h
         n = t.shape[0]
         pat = _codes("pattern", pattern, PATTERNS, n)
+        if pat.shape[0] != n:
+            raise ValueError(f"length mismatch: pattern has {pat.shape[0]} entries but starts has {n}; "
+                             f"give {n} patterns or a single pattern for all")
         if seizure is None:
             seizure = np.isin(pat, [PATTERNS.index("ect"), PATTERNS.index("mst")])
         order = np.argsort(t, kind="stable")
         fields = dict(
             session_start=t,
-            session_duration=_broadcast("duration", duration, n) * h,
-            session_pulses=_broadcast("pulses", pulses, n),
-            session_frequency_hz=_broadcast("frequency_hz", frequency_hz, n),
-            session_intensity=_broadcast("intensity", intensity, n),
+            session_duration=_broadcast("duration", duration, n, ref="starts") * h,
+            session_pulses=_broadcast("pulses", pulses, n, ref="starts"),
+            session_frequency_hz=_broadcast("frequency_hz", frequency_hz, n, ref="starts"),
+            session_intensity=_broadcast("intensity", intensity, n, ref="starts"),
             session_pattern=pat,
-            session_seizure=_broadcast("seizure", seizure, n, dtype=bool),
+            session_seizure=_broadcast("seizure", seizure, n, dtype=bool, ref="starts"),
         )
         return cls(**{k: v[order] for k, v in fields.items()}, label=label)
 
@@ -334,7 +358,8 @@ class Schedule(eqx.Module):
         if not isinstance(other, Schedule):
             return NotImplemented
         if self.n_doses and other.n_doses and self.amount_unit != other.amount_unit:
-            raise ValueError(f"cannot merge schedules in {self.amount_unit!r} and {other.amount_unit!r}")
+            raise ValueError(f"cannot merge schedules in amount_unit={self.amount_unit!r} and amount_unit="
+                             f"{other.amount_unit!r}; both must use the same amount_unit (build both in one unit)")
         unit = self.amount_unit if self.n_doses else other.amount_unit
         od = np.argsort(np.concatenate([self.dose_time, other.dose_time]), kind="stable")
         os_ = np.argsort(np.concatenate([self.session_start, other.session_start]), kind="stable")

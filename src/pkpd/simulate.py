@@ -163,9 +163,9 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
     ev_all = np.array([b[0] for b in bolus_ev] + [r[0] for r in rate_ev] + [s_[0] for s_ in ss_ev]
                       + [s_[0] for s_ in sess], dtype=np.float64)
     if ev_all.size:
-        j = np.clip(np.searchsorted(np.sort(ev_all), t), 1, ev_all.size) - 1
-        evs = np.sort(ev_all)
-        for cand in (j, np.clip(j + 1, 0, ev_all.size - 1)):
+        evs = np.unique(ev_all)  # unique: coincident doses must not hide a neighbour 1e-16 h away
+        j = np.clip(np.searchsorted(evs, t), 1, evs.size) - 1
+        for cand in (j, np.clip(j + 1, 0, evs.size - 1)):
             close = np.abs(evs[cand] - t) <= 1e-9
             t = np.where(close, evs[cand], t)
         t_last = float(t[-1])
@@ -327,6 +327,9 @@ def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | Non
         code = jnp.where(sol.result == dfx.RESULTS.successful, 0,
                          jnp.where(sol.result == dfx.RESULTS.max_steps_reached, 1, 2))
         code = jnp.where((code == 0) & ~jnp.all(jnp.isfinite(ys)), 2, code)
+        # NaN is never diffrax's fill for save times a failed solve did not reach (that is inf):
+        # a NaN state is the diagnosis even when it also exhausted the steps
+        code = jnp.where(jnp.any(jnp.isnan(ys)) | jnp.any(jnp.isnan(y_end)), 2, code)
         return (y_end, jnp.maximum(status, code)), (ys, sol.stats["num_accepted_steps"])
 
     segs = {name: getattr(table, name) for name in ("t0", "t1", "bolus", "rate", "session", "onset", "ss", "ss_bolus",
@@ -427,6 +430,14 @@ def simulate(model: Model, schedule: Schedule, times, *, solver: dfx.AbstractSol
     table = segment_table(model, schedule, times)
     opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(model))
+    if throw and not traced:  # a NaN rate constant would otherwise reject every step until max_steps
+        bad = [f"{jax.tree_util.keystr(path)} = {np.asarray(x).tolist()}"
+               for path, x in jax.tree_util.tree_leaves_with_path(model)
+               if isinstance(x, (float, int, np.ndarray, jax.Array)) and not isinstance(x, bool)
+               and np.issubdtype(np.asarray(x).dtype, np.number) and not np.all(np.isfinite(np.asarray(x)))]
+        if bad:
+            raise SolverError(f"simulate: non-finite model parameter(s) {', '.join(bad)}; every parameter must be "
+                              "a finite number: check the parameters (pass throw=False to get a Trajectory with .status instead)")
     if traced:  # inside a user's jit/vmap/grad: stay traceable, no compile cache
         ys, status, steps = solve(model, table, **opts)
     else:

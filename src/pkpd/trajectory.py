@@ -59,7 +59,8 @@ class Trajectory:
         derived = self._derived()
         if name in derived:
             return derived[name]
-        raise KeyError(f"{name!r} is not a state or output of {type(self.model).__name__}; available: {list(self.names)}")
+        raise KeyError(f"readout {name!r} is not a state or output of {type(self.model).__name__}; "
+                       f"available: {list(self.names)}")
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
