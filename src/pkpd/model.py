@@ -57,7 +57,7 @@ def check_parameter(model: str, name: str, value, *, lo: float | None = 0.0, lo_
         bad |= (arr >= hi) if hi_open else (arr > hi)
     if bad.any():
         v = arr.ravel()[int(np.argmax(bad.ravel()))]
-        raise ValueError(f"{model}.{name}={v!r} is out of its domain {domain}")
+        raise ValueError(f"{model}.{name}={float(v)} is out of its domain {domain}")
 
 
 class Model(eqx.Module):

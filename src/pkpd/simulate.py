@@ -93,10 +93,10 @@ def check_times(times) -> np.ndarray:
         raise ValueError("times is empty: give at least one time (hours) to save the state at")
     if not np.all(np.isfinite(t)):
         i = int(np.argmax(~np.isfinite(t)))
-        raise ValueError(f"times[{i}]={t[i]!r} is not finite")
+        raise ValueError(f"times[{i}]={float(t[i])} is not finite: every save time must be a finite number of hours")
     if np.any(np.diff(t) < 0):
         i = int(np.argmax(np.diff(t) < 0)) + 1
-        raise ValueError(f"times must be non-decreasing: times[{i}]={t[i]!r} < times[{i - 1}]={t[i - 1]!r}")
+        raise ValueError(f"times must be non-decreasing: times[{i}]={float(t[i])} < times[{i - 1}]={float(t[i - 1])}")
     return t
 
 
