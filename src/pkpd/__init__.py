@@ -35,6 +35,7 @@ from .simulate import (  # noqa: E402
     stack as stack,
 )
 from .trajectory import Trajectory as Trajectory  # noqa: E402
+from .design import optimise_schedule as optimise_schedule, sensitivity as sensitivity  # noqa: E402
 
 __version__ = "0.1.0"
 
