@@ -53,6 +53,7 @@ def _assert_identical(a, b, *, attrs=True):
                     == {k: v for k, v in db.attrs.items() if k not in volatile}), group
 
 
+@pytest.mark.slow  # a NUTS run; in the full suite its XLA compile segfaulted once (2026-11-22), see the note
 def test_nuts_netcdf_round_trips_exactly(idata, tmp_path):
     path = tmp_path / "nuts.nc"
     idata.to_netcdf(str(path))
