@@ -24,3 +24,21 @@ def rel_err(x, ref, floor=1e-12):
 @pytest.fixture
 def oral_model():
     return pkpd.pk.OneCompartment(cl=10.0, v=50.0, ka=1.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop compiled executables after each test module. One pytest process compiles hundreds of
+    solvers; kept alive they exhausted LLVM's memory mappings late in the suite ("LLVM compilation
+    error: Cannot allocate memory", and once a segfault inside an XLA compile)."""
+    yield
+    import gc
+
+    import jax
+
+    from pkpd import simulate
+
+    simulate._COMPILED.clear()
+    getattr(simulate, "_POPULATION", {}).clear()
+    jax.clear_caches()
+    gc.collect()
