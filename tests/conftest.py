@@ -33,11 +33,11 @@ def _release_compiled_code():
     error: Cannot allocate memory", and once a segfault inside an XLA compile)."""
     yield
     import gc
+    import sys
 
     import jax
 
-    from pkpd import simulate
-
+    simulate = sys.modules["pkpd.simulate"]  # the module (pkpd.simulate is the function)
     simulate._COMPILED.clear()
     getattr(simulate, "_POPULATION", {}).clear()
     jax.clear_caches()
