@@ -307,35 +307,70 @@ def fit_map(problem: Problem, *, starts: int = 3, seed: int = 0, max_steps: int 
                   problem=problem)
 
 
-def _numpyro_model(problem: Problem):
+def _numpyro_model(problem: Problem, *, forward_mode: bool = False):
     import numpyro
     import numpyro.distributions as dist
 
     value, sd = jnp.asarray(problem.obs.value), jnp.asarray(problem.sd())
+    adjoint = dfx.ForwardMode() if forward_mode else None
 
     def model(obs=None):
         z = jnp.stack([numpyro.sample(f"z_{s.name}", dist.Normal(s.mu, s.sigma)) for s in problem.specs])
         for s, x in zip(problem.specs, [_to_natural(s.transform, z[i]) for i, s in enumerate(problem.specs)]):
             numpyro.deterministic(s.name, x)
-        pred = problem.predict(z)
+        pred = problem.predict(z, adjoint=adjoint)
         numpyro.deterministic("prediction", pred)
         numpyro.sample("obs", dist.Normal(pred, sd), obs=obs)
 
     return model, value
 
 
+#: Parameter count up to which NUTS differentiates in forward mode by default (one tangent per
+#: parameter through diffrax's ForwardMode is cheaper than a checkpointed reverse pass when the
+#: parameters are few; measured 2.7x on a 2-parameter fit, benchmarks/SBC.md).
+FORWARD_MODE_MAX_PARAMETERS = 8
+
+
 def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int = 500, seed: int = 0,
-             progress: bool = True, dense_mass: bool = True, init: MapFit | None = None, prior_draws: int = 100):
+             progress: bool = True, dense_mass: bool = True, init: MapFit | None = None, prior_draws: int = 100,
+             mass: str = "laplace", max_tree_depth: int = 10, target_accept: float = 0.8,
+             forward_mode: bool | None = None):
     """NUTS (NumPyro) from the MAP; returns arviz InferenceData with posterior, prior,
     observed_data, posterior_predictive and log_likelihood. Chains run sequentially (NOTES.md:
-    ``parallel`` fails with diffrax's checkpointed loop)."""
+    ``parallel`` fails with diffrax's checkpointed loop).
+
+    ``mass="laplace"`` (default) starts the dense mass-matrix adaptation from the MAP's Laplace
+    covariance, so that early warmup does not spend its time on deep trees in a badly scaled
+    space; ``"identity"`` is NumPyro's default start. ``max_tree_depth`` caps the leapfrog steps
+    per draw at 2**depth - 1; ``target_accept`` is the dual-averaging target. ``forward_mode``:
+    gradients by forward-mode sensitivities (default when there are at most
+    :data:`FORWARD_MODE_MAX_PARAMETERS` parameters) instead of reverse mode."""
     import arviz as az
     from numpyro.infer import MCMC, NUTS, Predictive, init_to_value
 
-    model, value = _numpyro_model(problem)
+    if mass not in ("laplace", "identity"):
+        raise ValueError(f"mass={mass!r} is not known; valid: 'laplace', 'identity'")
+    if not isinstance(max_tree_depth, (int, np.integer)) or isinstance(max_tree_depth, bool) or not 1 <= max_tree_depth <= 15:
+        raise ValueError(f"max_tree_depth={max_tree_depth!r} must be an integer in [1, 15]")
+    if not (isinstance(target_accept, (int, float)) and 0.0 < float(target_accept) < 1.0):
+        raise ValueError(f"target_accept={target_accept!r} must be a number in (0, 1)")
+    if forward_mode is None:
+        forward_mode = len(problem.specs) <= FORWARD_MODE_MAX_PARAMETERS
+    model, value = _numpyro_model(problem, forward_mode=bool(forward_mode))
     if init is None:
         init = fit_map(problem, starts=1, progress=progress)
-    kernel = NUTS(model, dense_mass=dense_mass,
+    sites = tuple(f"z_{n}" for n in problem.names)
+    inverse_mass = None
+    if mass == "laplace":
+        cov = np.asarray(init.cov_z, dtype=np.float64)
+        cov = 0.5 * (cov + cov.T)
+        # Keep it positive definite and no wider than the prior (a flat direction of J^T J).
+        cov = cov + 1e-9 * np.eye(len(sites))
+        if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
+            inverse_mass = {sites: jnp.asarray(cov)} if dense_mass else {s: jnp.asarray(cov[i, i]) for i, s in enumerate(sites)}
+    kernel = NUTS(model, dense_mass=[sites] if dense_mass else False, inverse_mass_matrix=inverse_mass,
+                  max_tree_depth=int(max_tree_depth), target_accept_prob=float(target_accept),
+                  forward_mode_differentiation=bool(forward_mode),
                   init_strategy=init_to_value(values={f"z_{n}": float(init.z[i]) for i, n in enumerate(problem.names)}))
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="sequential",
                 progress_bar=progress)
@@ -347,13 +382,17 @@ def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int
     prior = Predictive(model, num_samples=prior_draws)(jax.random.PRNGKey(seed + 2))
     idata = az.from_numpyro(mcmc, prior=prior, posterior_predictive=post_pred,
                             coords={"row": np.arange(problem.obs.n)}, dims={"obs": ["row"], "prediction": ["row"]})
+    extra = mcmc.get_extra_fields()
+    n_div = int(np.sum(np.asarray(extra["diverging"]))) if "diverging" in extra else -1
     idata.posterior.attrs.update(modality=problem.modality, sampling_seconds=seconds, parameters=json.dumps(problem.names),
-                                 pkpd_fit="nuts")
+                                 pkpd_fit="nuts", divergences=n_div, mass=mass, max_tree_depth=int(max_tree_depth),
+                                 forward_mode=int(bool(forward_mode)))
     return idata
 
 
 def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, chains: int = 2, warmup: int = 500,
-        draws: int = 500, seed: int = 0, starts: int = 3, progress: bool = True, error: ErrorModel | None = None):
+        draws: int = 500, seed: int = 0, starts: int = 3, progress: bool = True, error: ErrorModel | None = None,
+        nuts_options: dict | None = None):
     """Fit a modality's model to published curves.
 
     **Main arguments**
@@ -367,7 +406,9 @@ def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, c
     **Other arguments**
 
     ``parameters`` (names; ``"cl@human"`` for species-specific PK), ``chains``, ``warmup``,
-    ``draws``, ``seed``, ``starts`` (MAP multi-start), ``progress``, ``error`` (:class:`ErrorModel`).
+    ``draws``, ``seed``, ``starts`` (MAP multi-start), ``progress``, ``error`` (:class:`ErrorModel`),
+    ``nuts_options`` (keyword arguments of :func:`fit_nuts`: ``mass``, ``max_tree_depth``,
+    ``target_accept``, ``forward_mode``, ``dense_mass``, ``prior_draws``).
     """
     from .plasticity import PlasticityModel
 
@@ -405,7 +446,12 @@ def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, c
     problem = Problem(modality, data, parameters=parameters, error=error)
     if method == "map":
         return fit_map(problem, starts=starts, seed=seed, progress=progress)
-    return fit_nuts(problem, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress)
+    allowed = ("mass", "max_tree_depth", "target_accept", "forward_mode", "dense_mass", "prior_draws")
+    nuts_options = dict(nuts_options or {})
+    unknown = sorted(set(nuts_options) - set(allowed))
+    if unknown:
+        raise ValueError(f"nuts_options: unknown option(s) {unknown}; valid: {list(allowed)}")
+    return fit_nuts(problem, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress, **nuts_options)
 
 
 def load(path):
