@@ -47,6 +47,17 @@ CLINICAL = ("clinical_spread", "remission_improvement")
 #: (measured ~2x faster than Kvaerno5 here, same optimum); a bounded max_steps keeps the
 #: checkpointed reverse pass small.
 FIT_SOLVE = dict(rtol=1e-6, atol=1e-9, solver=dfx.Tsit5(), max_steps=16_384)
+#: Fit settings for the stimulation (rTMS/TBS) models: during sessions they are stiff on parts of
+#: the prior (large ``eta``, gains); there Tsit5 needed up to 1.9 million steps for one draw and
+#: stalled NUTS for > 20 min on the rTMS data, so fits integrate them with the implicit Kvaerno3.
+FIT_SOLVE_STIFF = dict(rtol=1e-6, atol=1e-9, solver=dfx.Kvaerno3(), max_steps=16_384)
+
+
+def fit_solve_options(model) -> dict:
+    """Solver settings a fit uses for ``model``: :data:`FIT_SOLVE_STIFF` for stimulation drivers,
+    :data:`FIT_SOLVE` otherwise."""
+    driver = getattr(model, "driver", None)
+    return dict(FIT_SOLVE_STIFF if type(driver).__name__ == "StimulationDriver" else FIT_SOLVE)
 
 
 class FitError(ValueError):
@@ -185,7 +196,7 @@ class Problem:
 
     def predict(self, z, *, adjoint=None):
         models, clinical = self.apply(z)
-        opts = dict(FIT_SOLVE)
+        opts = fit_solve_options(next(iter(models.values())))
         if adjoint is not None:
             opts["adjoint"] = adjoint
         return predict(models, clinical, self.obs, solve_options=opts)
@@ -325,6 +336,23 @@ def _numpyro_model(problem: Problem, *, forward_mode: bool = False):
     return model, value
 
 
+NUTS_OPTIONS = ("mass", "max_tree_depth", "target_accept", "forward_mode", "dense_mass", "prior_draws")
+
+
+def _check_nuts_options(opts: dict) -> None:
+    unknown = sorted(set(opts) - set(NUTS_OPTIONS))
+    if unknown:
+        raise ValueError(f"nuts_options: unknown option(s) {unknown}; valid: {list(NUTS_OPTIONS)}")
+    if "mass" in opts and opts["mass"] not in ("laplace", "identity"):
+        raise ValueError(f"mass={opts['mass']!r} is not known; valid: 'laplace', 'identity'")
+    d = opts.get("max_tree_depth", 10)
+    if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or not 1 <= d <= 15:
+        raise ValueError(f"max_tree_depth={d!r} must be an integer in [1, 15]")
+    a = opts.get("target_accept", 0.8)
+    if isinstance(a, bool) or not (isinstance(a, (int, float)) and 0.0 < float(a) < 1.0):
+        raise ValueError(f"target_accept={a!r} must be a number in (0, 1)")
+
+
 #: Parameter count up to which NUTS differentiates in forward mode by default (one tangent per
 #: parameter through diffrax's ForwardMode is cheaper than a checkpointed reverse pass when the
 #: parameters are few; measured 2.7x on a 2-parameter fit, benchmarks/SBC.md).
@@ -348,12 +376,7 @@ def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int
     import arviz as az
     from numpyro.infer import MCMC, NUTS, Predictive, init_to_value
 
-    if mass not in ("laplace", "identity"):
-        raise ValueError(f"mass={mass!r} is not known; valid: 'laplace', 'identity'")
-    if not isinstance(max_tree_depth, (int, np.integer)) or isinstance(max_tree_depth, bool) or not 1 <= max_tree_depth <= 15:
-        raise ValueError(f"max_tree_depth={max_tree_depth!r} must be an integer in [1, 15]")
-    if not (isinstance(target_accept, (int, float)) and 0.0 < float(target_accept) < 1.0):
-        raise ValueError(f"target_accept={target_accept!r} must be a number in (0, 1)")
+    _check_nuts_options(dict(mass=mass, max_tree_depth=max_tree_depth, target_accept=target_accept))
     if forward_mode is None:
         forward_mode = len(problem.specs) <= FORWARD_MODE_MAX_PARAMETERS
     model, value = _numpyro_model(problem, forward_mode=bool(forward_mode))
@@ -435,6 +458,10 @@ def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, c
     if error is not None and not isinstance(error, ErrorModel):
         raise TypeError(f"error={error!r} must be a pkpd.ErrorModel (or None for the default), "
                         f"got {type(error).__name__}")
+    if nuts_options is not None and not isinstance(nuts_options, dict):
+        raise TypeError(f"nuts_options={nuts_options!r} must be a dict of fit_nuts options, e.g. {{'max_tree_depth': 8}}")
+    nuts_options = dict(nuts_options or {})
+    _check_nuts_options(nuts_options)
     if data is not None:
         from .data import load_curves
 
@@ -446,11 +473,6 @@ def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, c
     problem = Problem(modality, data, parameters=parameters, error=error)
     if method == "map":
         return fit_map(problem, starts=starts, seed=seed, progress=progress)
-    allowed = ("mass", "max_tree_depth", "target_accept", "forward_mode", "dense_mass", "prior_draws")
-    nuts_options = dict(nuts_options or {})
-    unknown = sorted(set(nuts_options) - set(allowed))
-    if unknown:
-        raise ValueError(f"nuts_options: unknown option(s) {unknown}; valid: {list(allowed)}")
     return fit_nuts(problem, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress, **nuts_options)
 
 
