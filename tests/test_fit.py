@@ -127,17 +127,3 @@ def test_fit_rejects_bad_settings():
     with pytest.raises(TypeError):
         pkpd.fit(3.0)
 
-
-def test_fits_integrate_stimulation_models_implicitly():
-    """Stimulation models are stiff on parts of the prior: fits use the implicit Kvaerno3 there and
-    the explicit Tsit5 for drugs and seizures, at the same tolerances."""
-    import diffrax as dfx
-
-    import pkpd
-    from pkpd.fit import fit_solve_options
-
-    for name in ("rtms_10hz", "itbs", "accelerated_itbs"):
-        assert isinstance(fit_solve_options(pkpd.model(name))["solver"], dfx.Kvaerno3)
-    for name in ("fluoxetine", "psilocybin", "ect"):
-        assert isinstance(fit_solve_options(pkpd.model(name))["solver"], dfx.Tsit5)
-    assert fit_solve_options(pkpd.model("itbs"))["rtol"] == fit_solve_options(pkpd.model("ect"))["rtol"]

@@ -47,17 +47,6 @@ CLINICAL = ("clinical_spread", "remission_improvement")
 #: (measured ~2x faster than Kvaerno5 here, same optimum); a bounded max_steps keeps the
 #: checkpointed reverse pass small.
 FIT_SOLVE = dict(rtol=1e-6, atol=1e-9, solver=dfx.Tsit5(), max_steps=16_384)
-#: Fit settings for the stimulation (rTMS/TBS) models: during sessions they are stiff on parts of
-#: the prior (large ``eta``, gains); there Tsit5 needed up to 1.9 million steps for one draw and
-#: stalled NUTS for > 20 min on the rTMS data, so fits integrate them with the implicit Kvaerno3.
-FIT_SOLVE_STIFF = dict(rtol=1e-6, atol=1e-9, solver=dfx.Kvaerno3(), max_steps=16_384)
-
-
-def fit_solve_options(model) -> dict:
-    """Solver settings a fit uses for ``model``: :data:`FIT_SOLVE_STIFF` for stimulation drivers,
-    :data:`FIT_SOLVE` otherwise."""
-    driver = getattr(model, "driver", None)
-    return dict(FIT_SOLVE_STIFF if type(driver).__name__ == "StimulationDriver" else FIT_SOLVE)
 
 
 class FitError(ValueError):
@@ -196,7 +185,7 @@ class Problem:
 
     def predict(self, z, *, adjoint=None):
         models, clinical = self.apply(z)
-        opts = fit_solve_options(next(iter(models.values())))
+        opts = dict(FIT_SOLVE)
         if adjoint is not None:
             opts["adjoint"] = adjoint
         return predict(models, clinical, self.obs, solve_options=opts)
