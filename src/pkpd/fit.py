@@ -379,7 +379,7 @@ def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int
         # Keep it positive definite and no wider than the prior (a flat direction of J^T J).
         cov = cov + 1e-9 * np.eye(len(sites))
         if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
-            inverse_mass = {sites: jnp.asarray(cov)} if dense_mass else {s: jnp.asarray(cov[i, i]) for i, s in enumerate(sites)}
+            inverse_mass = {sites: jnp.asarray(cov)} if dense_mass else None  # diagonal: NumPyro's own start
     kernel = NUTS(model, dense_mass=[sites] if dense_mass else False, inverse_mass_matrix=inverse_mass,
                   max_tree_depth=int(max_tree_depth), target_accept_prob=float(target_accept),
                   forward_mode_differentiation=bool(forward_mode),
