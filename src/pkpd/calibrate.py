@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .fit import CLINICAL, FitError, Problem, _to_natural, _where  # noqa: F401
+from .fit import CLINICAL, FitError, Problem, _to_natural, _where
 
 #: Between-study sd of log effect sizes (assumed; see the module docstring).
 TAU_STUDY = 0.3
@@ -133,19 +133,29 @@ class JointProblem:
 
         return eqx.filter_jit(jax.jacfwd(f, has_aux=True))
 
-    def linearise(self, x: np.ndarray):
-        """Standardised residuals (data rows, then prior rows) and their Jacobian at ``x``."""
-        rs, js = [], []
+    def blocks(self, x: np.ndarray):
+        """Per modality at ``x``: ``(modality, parameter columns, study-effect columns, standardised
+        residuals r, dr/d(parameters), dr/d(own study effect))`` -- the one place the data rows'
+        residuals and derivatives are computed (the MAP's normal equations and the NUTS
+        log-likelihood both use it)."""
         for m, pb in self.problems.items():
             idx, sidx = self.index[m], self.K + self.study_index[m]
             jac, pred = self._jac[m](jnp.asarray(x[idx]))
             jac, pred = np.asarray(jac), np.asarray(pred)
-            scale = np.exp(x[sidx])
-            sd = pb.sd()
-            rs.append((pred * scale - pb.obs.value) / sd)
-            J = np.zeros((pb.obs.n, self.K + self.S))
-            J[:, idx] = jac * (scale / sd)[:, None]
-            J[np.arange(pb.obs.n), sidx] = pred * scale / sd
+            with np.errstate(over="ignore", invalid="ignore"):  # far-out trial points: callers check finiteness
+                scale = np.exp(x[sidx])
+                sd = pb.sd()
+                yield (m, idx, sidx, (pred * scale - pb.obs.value) / sd, jac * (scale / sd)[:, None],
+                       pred * scale / sd)
+
+    def linearise(self, x: np.ndarray):
+        """Standardised residuals (data rows, then prior rows) and their Jacobian at ``x``."""
+        rs, js = [], []
+        for _m, idx, sidx, r, dr_dz, dr_db in self.blocks(x):
+            J = np.zeros((r.shape[0], self.K + self.S))
+            J[:, idx] = dr_dz
+            J[np.arange(r.shape[0]), sidx] = dr_db
+            rs.append(r)
             js.append(J)
         rs.append((x - self.mu) / self.sigma)
         js.append(np.diag(1.0 / self.sigma))
@@ -336,30 +346,22 @@ class _HostLogLikelihood:
 
     def __init__(self, jp: JointProblem):
         self.jp = jp
-        self.sd = {m: pb.sd() for m, pb in jp.problems.items()}
         self.calls = 0
 
     def __call__(self, x):
         jp = self.jp
-        x = np.asarray(x, dtype=np.float64)
         self.calls += 1
         ll, g = 0.0, np.zeros(jp.K + jp.S)
-        for m, pb in jp.problems.items():
-            idx, sidx = jp.index[m], jp.K + jp.study_index[m]
-            jac, pred = jp._jac[m](jnp.asarray(x[idx]))
-            jac, pred = np.asarray(jac), np.asarray(pred)
-            with np.errstate(over="ignore", invalid="ignore"):  # far-out trial points: caught below
-                scale = np.exp(x[sidx])
-                sd = self.sd[m]
-                r = (pred * scale - pb.obs.value) / sd
-            if not (np.all(np.isfinite(r)) and np.all(np.isfinite(jac))):
-                return np.float64(-np.inf), np.zeros(jp.K + jp.S)  # a failed solve: NUTS sees a divergence
+        refused = (np.float64(-np.inf), np.zeros(jp.K + jp.S))  # a failed solve: NUTS sees a divergence
+        for _m, idx, sidx, r, dr_dz, dr_db in jp.blocks(np.asarray(x, dtype=np.float64)):
+            if not (np.all(np.isfinite(r)) and np.all(np.isfinite(dr_dz))):
+                return refused
             with np.errstate(over="ignore", invalid="ignore"):
                 ll -= 0.5 * float(r @ r)
-                g[idx] -= (jac * (scale / sd)[:, None]).T @ r
-                np.add.at(g, sidx, -(pred * scale / sd) * r)
+                g[idx] -= dr_dz.T @ r
+                np.add.at(g, sidx, -dr_db * r)
         if not (np.isfinite(ll) and np.all(np.isfinite(g))):
-            return np.float64(-np.inf), np.zeros(jp.K + jp.S)
+            return refused
         return np.float64(ll), g
 
 

@@ -376,7 +376,7 @@ def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int
     if mass == "laplace":
         cov = np.asarray(init.cov_z, dtype=np.float64)
         cov = 0.5 * (cov + cov.T)
-        # Keep it positive definite and no wider than the prior (a flat direction of J^T J).
+        # Symmetrised and jittered; used only if positive definite (else NumPyro's identity start).
         cov = cov + 1e-9 * np.eye(len(sites))
         if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
             inverse_mass = {sites: jnp.asarray(cov)} if dense_mass else None  # diagonal: NumPyro's own start
