@@ -105,6 +105,22 @@ def test_sensitivity_local_and_small_sobol():
     assert all(np.isfinite(v) for v in s["total"].values())
 
 
+def test_screening_steps_stay_inside_parameter_domains():
+    # hill's card value 1 is its lower bound: a step below it (C^hill non-Lipschitz at C = 0)
+    # stalled the stiff solver at max_steps in every segment, so the screening never finished
+    names = ["hill", "k_adapt", "emax"]
+    theta0 = np.log([1.0, 0.02, 0.999])
+    rows, step = design.screening_rows(theta0, names, h=0.05)
+    assert rows.shape == (7, 3)
+    assert np.all(np.exp(rows[:, 0]) >= 1.0) and np.all(np.exp(rows[:, 2]) <= 1.0)
+    np.testing.assert_allclose(rows[0], theta0)
+    np.testing.assert_allclose(step, [0.05, 0.10, 0.05 + np.log(1.0 / 0.999)])
+    # each pair moves one parameter only
+    for i in range(3):
+        moved = np.flatnonzero(np.any(rows[[1 + 2 * i, 2 + 2 * i]] != theta0, axis=0))
+        assert moved.tolist() == [i]
+
+
 @pytest.mark.slow
 def test_contract_sensitivity_sobol():
     s = pkpd.sensitivity("fluoxetine", readout="spine_density", metric="t50", method="sobol", n=256)

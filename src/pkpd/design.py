@@ -907,6 +907,28 @@ DOMAINS: dict[str, tuple[float, float]] = {
 }
 
 
+def _log_domain(names) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of ln p for each parameter name (from :data:`DOMAINS`; else unbounded)."""
+    lo = np.array([DOMAINS.get(p, (0.0, math.inf))[0] for p in names], dtype=float)
+    hi = np.array([DOMAINS.get(p, (0.0, math.inf))[1] for p in names], dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.log(lo), np.log(hi)
+
+
+def screening_rows(theta0, names, h: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ln-parameters for the finite-difference screening: the card values, then for each
+    parameter i the values with ln p_i moved up and down by ``h``, never past its domain
+    (:data:`DOMAINS`; one-sided at a bound). Returns ``(rows (2k + 1, k), up - down per parameter)``."""
+    theta0 = np.asarray(theta0, dtype=float)
+    lo, hi = _log_domain(names)
+    up, down = np.minimum(theta0 + h, hi), np.maximum(theta0 - h, lo)
+    rows = np.repeat(theta0[None, :], 2 * len(names) + 1, axis=0)
+    for i in range(len(names)):
+        rows[1 + 2 * i, i] = up[i]
+        rows[2 + 2 * i, i] = down[i]
+    return rows, up - down
+
+
 def _candidates(modality, species, model) -> dict:
     """Parameters with a usable prior that the model runs on: name -> cards.Parameter."""
     from .fit import _where
@@ -1071,7 +1093,7 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
                 parameters=None, max_parameters: int = 8, at_h: float | None = None, horizon_h: float | None = None,
                 n_grid: int = 481, schedule: Schedule | None = None, species: str = "human", model=None, seed: int = 0,
                 batch_size: int = 256, bootstrap: int = 100, truncate_sd: float = 3.0,
-                solve_options: dict | None = None) -> dict:
+                solve_options: dict | None = None, progress: bool = True) -> dict:
     """Which model-card parameters a time-scale metric of ``readout`` depends on.
 
     **Metrics** (of the readout's change from baseline on a uniform grid of ``n_grid`` points over
@@ -1098,7 +1120,8 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
     model cards that the model runs on (lag times excluded: they place events). By default the
     ``max_parameters`` with the largest linearised variance share are kept (a local screening
     pass, returned as ``"local"``); ``parameters=[...]`` chooses them. Parameters outside the Sobol
-    set stay at their card values.
+    set stay at their card values. Screening steps stay inside each parameter's domain
+    (:func:`screening_rows`). ``progress`` prints one line per vmapped batch of simulations.
 
     Returns a dict: ``"first_order"``, ``"total"`` ({parameter: index}), ``"local"`` (when
     computed), ``"nominal"`` (the metric at the card values), ``"parameters"``, ``"n_simulations"``,
@@ -1170,30 +1193,34 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
                      solve_opts=tuple(sorted({**SOBOL_SOLVE, **(solve_options or {})}.items())), forward=False)
     bs = int(batch_size)
 
-    def run(log_thetas):
+    def run(log_thetas, label):
         f = np.empty(log_thetas.shape[0])
+        n_batches = -(-log_thetas.shape[0] // bs)
         for i in range(0, log_thetas.shape[0], bs):
             chunk = log_thetas[i:i + bs]
             pad = bs - chunk.shape[0]
             if pad:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
             f[i:i + bs - pad] = np.asarray(_sens_batch(spec, jnp.asarray(chunk), model, table, t_j))[: bs - pad]
+            if progress:
+                print(f"[pkpd.sensitivity sobol {modality}] {label}: batch {i // bs + 1}/{n_batches} "
+                      f"({min(i + bs, log_thetas.shape[0])} of {log_thetas.shape[0]} simulations), "
+                      f"{time.perf_counter() - t_start:.0f} s", flush=True)
         return f
 
     n_sims = 0
     if parameters is None and len(names_all) > max_parameters:
         # Screening: central differences (±0.05 in ln p) of the metric -> linearised variance share.
-        h = 0.05
-        rows = np.repeat(theta0[None, :], 2 * len(names_all) + 1, axis=0)
-        for i in range(len(names_all)):
-            rows[1 + 2 * i, i] += h
-            rows[2 + 2 * i, i] -= h
-        f = run(rows)
+        # A step never leaves the parameter's domain (one-sided at a bound: the Hill coefficient's
+        # card value 1 is its lower bound, and hill < 1 makes C^hill non-Lipschitz at C = 0, which
+        # stalled the stiff solver at max_steps in every segment).
+        rows, step = screening_rows(theta0, names_all)
+        f = run(rows, "screening")
         n_sims += rows.shape[0]
         if not np.isfinite(f[0]):
             raise ValueError(f"metric {metric!r} of {readout!r} is undefined at the card values (e.g. the readout "
                              "does not change, or the simulation failed)")
-        grad = (f[1::2] - f[2::2]) / (2 * h)
+        grad = np.where(step > 0, (f[1::2] - f[2::2]) / np.where(step > 0, step, 1.0), 0.0)
         var = np.nan_to_num((grad * sd) ** 2)
         out["local"] = dict(zip(names_all, (grad / f[0]).tolist()))
         out["screening_share"] = dict(zip(names_all, (var / max(var.sum(), 1e-300)).tolist()))
@@ -1208,7 +1235,7 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
     u = np.concatenate([a, b, ab.reshape(-1, k)])
     log_theta = np.repeat(theta0[None, :], u.shape[0], axis=0)
     log_theta[:, cols] = np.log(_ppf(cands, names, u, truncate_sd=truncate_sd))
-    f = run(log_theta)
+    f = run(log_theta, "Saltelli sample")
     n_sims += u.shape[0]
     nb = a.shape[0]
     est = sobol_estimates(f[:nb], f[nb:2 * nb], f[2 * nb:].reshape(k, nb), bootstrap=bootstrap, seed=seed)
@@ -1219,7 +1246,7 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
         "variance": est["variance"],
     })
     if "nominal" not in out:
-        out["nominal"] = float(run(theta0[None, :])[0])
+        out["nominal"] = float(run(theta0[None, :], "card values")[0])
     if bootstrap:
         out["first_order_ci"] = {p: tuple(ci) for p, ci in zip(names, est["first_order_ci"].tolist())}
         out["total_ci"] = {p: tuple(ci) for p, ci in zip(names, est["total_ci"].tolist())}
