@@ -108,6 +108,21 @@ def test_stiff_system_exhausts_an_explicit_solver_but_not_the_default():
     assert np.allclose(stiff["x"], x_ref, rtol=1e-5) and np.allclose(stiff["y"], y_ref, rtol=1e-5)
 
 
+def test_a_failed_segment_does_not_cost_max_steps_again_in_every_later_segment():
+    # 20 daily doses cut the run into ~20 segments. Tsit5 exhausts max_steps in the first one
+    # (stability limit ~3/K); the later segments of a failed solve must not each spend max_steps
+    # too (under vmap one such lane held a whole batch of 256 for max_steps x segments).
+    m, t = StiffPair(k_fast=1e5), np.linspace(0.0, 20 * 24.0, 41)
+    sched = pkpd.Schedule.daily(0.0, 20, route="iv")
+    traj = pkpd.simulate(m, sched, t, solver=dfx.Tsit5(), max_steps=2000, throw=False)
+    assert int(traj.status) == 1 and not traj.ok
+    assert int(traj.num_steps) < 2000 + 20 * 50, int(traj.num_steps)
+    # a solve that does not fail is unaffected: the same schedule with the stiff default solver
+    ok = pkpd.simulate(m, sched, t, max_steps=2000)
+    x_ref, y_ref = m.exact(t)
+    assert ok.ok and np.allclose(ok["x"], x_ref, rtol=1e-5, atol=1e-12) and np.allclose(ok["y"], y_ref, rtol=1e-5, atol=1e-12)
+
+
 def test_overflow_blow_up_is_reported_not_returned_as_ok():
     t = np.array([0.0, 0.5, 10.0])  # exp(1000 * 10) overflows float64
     with pytest.raises(pkpd.SolverError, match="throw=False"):

@@ -298,7 +298,11 @@ def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | Non
     solver = model.default_solver() if solver is None else solver
     adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     controller = dfx.PIDController(rtol=rtol, atol=atol, dtmax=dtmax)
-    term = dfx.ODETerm(lambda t, y, args: model.vector_field(t, y, args[0], args[1]))
+    # args[2]: an earlier segment already failed. Its results are void (the status says so), so the
+    # remaining segments integrate a zero field, which takes a few steps each: a failed solve then
+    # costs at most max_steps once instead of once per segment (under vmap, every lane waits for
+    # the slowest, so one stalled lane used to hold a whole batch for max_steps x segments).
+    term = dfx.ODETerm(lambda t, y, args: jnp.where(args[2], 0.0, model.vector_field(t, y, args[0], args[1])))
 
     def step(carry, seg):
         y, status = carry
@@ -319,7 +323,7 @@ def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | Non
             code = jnp.where(jnp.all(jnp.isfinite(ys)), 0, 2)
             return (ys[-1], jnp.maximum(status, code)), (ys[:-1], jnp.asarray(0))
         sol = dfx.diffeqsolve(
-            term, solver, seg["t0"], seg["t1"], None, y, args=(seg["rate"], seg["session"]),
+            term, solver, seg["t0"], seg["t1"], None, y, args=(seg["rate"], seg["session"], status != 0),
             saveat=dfx.SaveAt(subs=[dfx.SubSaveAt(ts=seg["save_ts"]), dfx.SubSaveAt(t1=True)]),
             stepsize_controller=controller, max_steps=max_steps, throw=False, adjoint=adjoint)
         ys, y_end = sol.ys
