@@ -59,3 +59,25 @@ def test_response_rate_threshold_model():
     link = observe.ClinicalLink(clinical_spread=0.2, remission_improvement=0.6)
     assert float(link.rate(0.5, 0.5)) == pytest.approx(50.0)
     assert float(link.rate(0.7, 0.5)) == pytest.approx(100 * norm.cdf(1.0))
+
+
+@pytest.mark.parametrize("modality", ["psilocybin", "fluoxetine"])
+def test_pk_only_rows_use_exact_pk_and_match_the_full_ode(modality, monkeypatch):
+    # rows that read only concentrations/occupancy are predicted by the driver's exact PK view;
+    # the full PK+PD integration must give the same numbers (psilocybin: dose_scale != 1;
+    # fluoxetine: parent + metabolite, occupancy of both)
+    import equinox as eqx
+
+    from pkpd.fit import Problem
+
+    pb = Problem(modality)
+    views = [observe._pk_view(pb.models[g.species], {s["output"] for s in pb.obs.specs if s["group"] == gi})
+             for gi, g in enumerate(pb.obs.groups)]
+    assert any(v is not None for v in views)
+    assert all(not hasattr(v, "core") for v in views if v is not None)
+    z = jnp.asarray([s.mu for s in pb.specs])
+    exact = np.asarray(eqx.filter_jit(pb.predict)(z))
+    monkeypatch.setattr(observe, "_pk_view", lambda model, used: None)
+    ode = np.asarray(eqx.filter_jit(pb.predict)(z))
+    assert np.all(np.isfinite(exact))
+    np.testing.assert_allclose(exact, ode, rtol=1e-5)

@@ -336,14 +336,28 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
                           se=rows["se"].to_numpy(float) if used else np.zeros(0))
 
 
+def _pk_view(model, used: set):
+    """The exact-PK view of ``model``'s drug driver when every output in ``used`` is one it
+    produces (concentrations, occupancy), else None."""
+    driver = getattr(model, "driver", None)
+    if not hasattr(driver, "pk_view") or not hasattr(driver.pk, "propagate"):
+        return None
+    view = driver.pk_view()
+    produced = jax.eval_shape(view.outputs, jax.ShapeDtypeStruct((1, len(view.state_names)), jnp.float64))
+    return view if used and used <= set(produced) else None
+
+
 def predict(models: dict, clinical: ClinicalLink, obs: ObservationSet, *, solve_options: dict | None = None):
     """Predictions for every usable row of ``obs`` (jnp array, in the rows' units).
 
     ``models``: species -> model. Pure and differentiable in the models' parameters."""
     opts = solve_options or {}
     outputs = []
-    for g in obs.groups:
+    for gi, g in enumerate(obs.groups):
         m = models[g.species]
+        view = _pk_view(m, {s["output"] for s in obs.specs if s["group"] == gi})
+        if view is not None:  # rows that read PK only: exact matrix-exponential PK, no PD ODE
+            m = view
         ys, status, _ = solve(m, g.table, **opts)
         out = m.outputs(ys)
         out = {k: jnp.where(status == 0, v, jnp.nan) for k, v in out.items()}

@@ -13,7 +13,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
-from ..model import check_parameter
+from ..model import Model, check_parameter
 from ..pk import LinearPK
 from ..plasticity import Signals
 
@@ -99,6 +99,12 @@ class DrugDriver(Driver):
         n = len(self.pk.state_names)
         return y[..., :n], y[..., n:]
 
+    def pk_view(self) -> "DrugPK":
+        """The driver's PK alone (with ``dose_scale`` and the occupancy output): a linear model
+        that :func:`pkpd.simulate.solve` propagates exactly. Concentrations and occupancy do not
+        depend on the plasticity core, so rows that read only them need no PD integration."""
+        return DrugPK(self)
+
     def initial_state(self):
         return jnp.zeros(len(self.state_names))
 
@@ -134,3 +140,44 @@ class DrugDriver(Driver):
     def outputs(self, ys):
         yp, _ = self._split(ys)
         return {**self.pk.outputs(yp), "occupancy": self.occupancy(yp)}
+
+
+class DrugPK(Model):
+    """Exact-PK view of a :class:`DrugDriver`: its PK compartments, doses scaled by ``dose_scale``,
+    outputs ``concentration`` (and ``metabolite_concentration``) and ``occupancy``. Linear, so
+    :func:`pkpd.simulate.solve` propagates it by matrix exponentials (``propagate``)."""
+
+    driver: DrugDriver
+
+    @property
+    def state_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.driver.pk.state_names)
+
+    @property
+    def dose_unit(self) -> str:  # type: ignore[override]
+        return self.driver.dose_unit
+
+    def lag(self, route):
+        return self.driver.pk.lag(route)
+
+    def accepts_route(self, route):
+        return self.driver.pk.accepts_route(route)
+
+    def initial_state(self):
+        return self.driver.pk.initial_state()
+
+    def dose(self, y, amounts):
+        return self.driver.pk.dose(y, amounts * self.driver.dose_scale)
+
+    def vector_field(self, t, y, rates, session):
+        return self.driver.pk.vector_field(t, y, rates * self.driver.dose_scale, session)
+
+    def propagate(self, y, rates, dt):
+        return self.driver.pk.propagate(y, rates * self.driver.dose_scale, dt)
+
+    def steady_state(self, y, bolus, rates, duration, ii, lag):
+        s = self.driver.dose_scale
+        return self.driver.pk.steady_state(y, bolus * s, rates * s, duration, ii, lag)
+
+    def outputs(self, ys):
+        return {**self.driver.pk.outputs(ys), "occupancy": self.driver.occupancy(ys)}
