@@ -116,7 +116,7 @@ class DrugDriver(Driver):
 
     def dose(self, y, amounts):
         yp, ye = self._split(y)
-        return jnp.concatenate([self.pk.dose(yp, amounts * self.dose_scale), ye])
+        return jnp.concatenate([self.pk_view().dose(yp, amounts), ye])
 
     def concentration(self, yp):
         return self.pk.outputs(yp)["concentration"]
@@ -129,23 +129,24 @@ class DrugDriver(Driver):
 
     def vector_field(self, y, rates, session):
         yp, ye = self._split(y)
-        return jnp.concatenate([self.pk.vector_field(None, yp, rates * self.dose_scale, session),
+        return jnp.concatenate([self.pk_view().vector_field(None, yp, rates, session),
                                 self.extra_field(yp, ye, session)])
 
     def steady_state(self, y, bolus, rates, duration, ii, lag):
         yp, ye = self._split(y)
-        s = self.dose_scale
-        return jnp.concatenate([self.pk.steady_state(yp, bolus * s, rates * s, duration, ii, lag), ye])
+        return jnp.concatenate([self.pk_view().steady_state(yp, bolus, rates, duration, ii, lag), ye])
 
     def outputs(self, ys):
         yp, _ = self._split(ys)
-        return {**self.pk.outputs(yp), "occupancy": self.occupancy(yp)}
+        return self.pk_view().outputs(yp)
 
 
 class DrugPK(Model):
     """Exact-PK view of a :class:`DrugDriver`: its PK compartments, doses scaled by ``dose_scale``,
     outputs ``concentration`` (and ``metabolite_concentration``) and ``occupancy``. Linear, so
-    :func:`pkpd.simulate.solve` propagates it by matrix exponentials (``propagate``)."""
+    :func:`pkpd.simulate.solve` propagates it by matrix exponentials (``propagate``). The driver's
+    own dose, vector field, steady state and outputs use it for their PK part, so the two agree by
+    construction."""
 
     driver: DrugDriver
 
