@@ -81,3 +81,25 @@ def test_pk_only_rows_use_exact_pk_and_match_the_full_ode(modality, monkeypatch)
     ode = np.asarray(eqx.filter_jit(pb.predict)(z))
     assert np.all(np.isfinite(exact))
     np.testing.assert_allclose(exact, ode, rtol=1e-5)
+
+
+def test_rows_of_one_design_share_a_group_and_predict_as_if_alone(monkeypatch):
+    # "dose_mg=25" spells out psilocybin's default 25 mg: those rows are the same design as the
+    # rows without options and are simulated once; the predictions must not change
+    def row(options, time):
+        return dict(study_id="a", species="human", modality="psilocybin", readout="spine_density",
+                    statistic="percent_change", value=5.0, unit="%", time=time, time_unit="h", citation="c", doi="d",
+                    quote="q", protocol_options=options)
+
+    rows = pd.DataFrame([row("", 24.0), row("dose_mg=25", 72.0), row("dose_mg=15", 24.0)])
+    models = {}
+    model_for = lambda sp: models.setdefault(sp, pkpd.model("psilocybin", species=sp))  # noqa: E731
+    obs = observe.prepare("psilocybin", rows, model_for)
+    assert len(obs.groups) == 2 and [s["group"] for s in obs.specs] == [0, 0, 1]
+    assert observe.same_design(obs.groups[0].schedule, pkpd.protocol("psilocybin"))
+    assert not observe.same_design(obs.groups[0].schedule, obs.groups[1].schedule)
+    merged = np.asarray(observe.predict(models, observe.ClinicalLink(), obs))
+    monkeypatch.setattr(observe, "same_design", lambda a, b: False)
+    apart = observe.prepare("psilocybin", rows, model_for)
+    assert len(apart.groups) == 3
+    np.testing.assert_allclose(merged, np.asarray(observe.predict(models, observe.ClinicalLink(), apart)), rtol=1e-7)

@@ -258,6 +258,13 @@ def _anchors(schedule: Schedule) -> tuple[float, float]:
     return float(schedule.dose_time[0]), float(schedule.dose_time[-1] + schedule.dose_duration[-1])
 
 
+def same_design(a: Schedule, b: Schedule) -> bool:
+    """Whether two schedules give the same doses and sessions (labels aside)."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return (a.amount_unit == b.amount_unit and len(la) == len(lb)
+            and all(np.shape(x) == np.shape(y) and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)))
+
+
 def prepare(modality: str, data, model_for) -> ObservationSet:
     """Prepare the rows of ``data`` (a published-curve DataFrame) for ``modality``.
 
@@ -270,12 +277,19 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
     if "time_h" not in data.columns or "se" not in data.columns:
         data = load_curves(data)
     data = data[data["modality"] == modality].reset_index(drop=True)
-    used, excluded, specs, groups = [], [], [], {}
+    used, excluded, specs, groups, alias = [], [], [], {}, {}
     for i, row in data.iterrows():
         try:
             key = (row["species"], str(row.get("protocol_options", "") or ""))
-            if key not in groups:
-                groups[key] = dict(schedule=schedule_for(modality, row["species"], key[1]), need={0.0})
+            if key not in alias:
+                sched = schedule_for(modality, row["species"], key[1])
+                # Options that spell out a default (or the same design twice) give the same schedule:
+                # such rows share one group, so the design is simulated once.
+                alias[key] = next((k for k, g in groups.items() if k[0] == key[0] and same_design(g["schedule"], sched)),
+                                  key)
+                if alias[key] == key:
+                    groups[key] = dict(schedule=sched, need={0.0})
+            key = alias[key]
             g = groups[key]
             spec = _spec(row, g["schedule"])
         except (ValueError, KeyError) as e:
