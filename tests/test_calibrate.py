@@ -2,6 +2,7 @@
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -93,7 +94,19 @@ def test_model_calibrated_flag(shipped):
 
 @pytest.fixture(scope="module")
 def dmt_joint():
-    return calibrate.JointProblem(["dmt"], progress=False)
+    # two modalities, so that their Jacobians run on the thread pool
+    return calibrate.JointProblem(["dmt", "sertraline"], progress=False)
+
+
+def test_parallel_evaluation_equals_one_modality_at_a_time(dmt_joint):
+    jp = dmt_joint
+    x = np.concatenate([jp.mu[:jp.K] - 0.2, np.zeros(jp.S)])
+    par = jp._evaluate(x)
+    assert set(par) == set(jp.problems) and set(jp.cost) == set(jp.problems)
+    for m in jp.problems:
+        jac, pred = jp._jac[m](jnp.asarray(x[jp.index[m]]))
+        np.testing.assert_array_equal(par[m][0], np.asarray(jac))
+        np.testing.assert_array_equal(par[m][1], np.asarray(pred))
 
 
 def test_host_log_likelihood_matches_residuals_and_finite_differences(dmt_joint):
@@ -121,7 +134,7 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     """A tiny hierarchical NUTS: posterior groups with the named dims, tau > 0, attrs, netCDF."""
     import arviz as az
 
-    idata = calibrate.nuts(["dmt"], chains=2, warmup=10, draws=10, progress=False, max_tree_depth=4)
+    idata = calibrate.nuts(["dmt", "sertraline"], chains=2, warmup=10, draws=10, progress=False, max_tree_depth=4)
     post = idata.posterior
     assert post["parameters"].shape == (2, 10, len(post.coords["parameter"]))
     assert np.all(np.asarray(post["tau"]) > 0)
