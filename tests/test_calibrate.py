@@ -109,24 +109,33 @@ def test_parallel_evaluation_equals_one_modality_at_a_time(dmt_joint):
         np.testing.assert_array_equal(par[m][1], np.asarray(pred))
 
 
-def test_host_log_likelihood_matches_residuals_and_finite_differences(dmt_joint):
-    """The hierarchical NUTS's host log-likelihood is -1/2 of the data rows' squared standardised
-    residuals (as in the MAP) and its gradient matches central differences."""
+def test_host_log_likelihood_integrates_study_effects_out_and_matches_finite_differences(dmt_joint):
+    """The hierarchical NUTS's host log-likelihood is, per study, the integral over its effect b of
+    prod N(y | pred e^b, sd) N(b | 0, tau) (here against a dense trapezoid rule), and its gradient
+    in (z, log tau) matches central differences."""
     jp = dmt_joint
     host = calibrate._HostLogLikelihood(jp)
-    x = np.concatenate([jp.mu[:jp.K] + 0.1, 0.05 * np.arange(1, jp.S + 1)])
-    ll, g = host(x)
-    r, _ = jp.linearise(x)
-    n = sum(pb.obs.n for pb in jp.problems.values())
-    assert ll == pytest.approx(-0.5 * float(r[:n] @ r[:n]), rel=1e-12)
+    theta = np.concatenate([jp.mu[:jp.K] + 0.1, [np.log(0.2)]])
+    ll, g = host(theta)
+    grid = np.linspace(-4.0, 4.0, 200_001)
+    want = 0.0
+    for m, (_jac, pred) in jp._evaluate(theta[:jp.K]).items():
+        uniq, study, value, sd = host.local[m]
+        for s in range(len(uniq)):
+            rows = study == s
+            logf = (-0.5 * (((pred[rows, None] * np.exp(grid)[None, :]) - value[rows, None]) / sd[rows, None]) ** 2).sum(0)
+            logf += -0.5 * (grid / 0.2) ** 2 - np.log(0.2 * np.sqrt(2 * np.pi))
+            top = logf.max()
+            want += top + np.log(np.trapezoid(np.exp(logf - top), grid))
+    assert ll == pytest.approx(want, rel=1e-9, abs=1e-9)
     h = 1e-5
-    for i in range(len(x)):
-        e = np.zeros_like(x)
+    for i in range(len(theta)):
+        e = np.zeros_like(theta)
         e[i] = h
-        fd = (host(x + e)[0] - host(x - e)[0]) / (2 * h)
-        assert g[i] == pytest.approx(fd, rel=1e-4, abs=1e-7)
-    bad = x.copy()
-    bad[jp.K] = 800.0  # exp overflows: the point is refused, not NaN
+        fd = (host(theta + e)[0] - host(theta - e)[0]) / (2 * h)
+        assert g[i] == pytest.approx(fd, rel=1e-4, abs=1e-6)
+    bad = theta.copy()
+    bad[jp.K] = 800.0  # tau overflows: the point is refused, not NaN
     assert host(bad)[0] == -np.inf
 
 
@@ -141,6 +150,10 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     assert post.attrs["gradient_evaluations"] > 20
     s = calibrate.nuts_summary(idata)
     assert {"r_hat", "ess_bulk", "sd_ratio"} <= set(s.columns) and len(s) == len(post.coords["parameter"]) + 1
+    eff = idata.study_effects["study_effect"]
+    assert eff.dims == ("sample", "study") and eff.shape[0] == 20  # 2 chains x 10 draws, all of them
+    assert {str(st).split(":")[0] for st in eff.coords["study"].values} == {"dmt", "sertraline"}
+    assert np.all(np.isfinite(np.asarray(eff)))
     p = tmp_path / "joint.nc"
     idata.to_netcdf(str(p))
     back = az.from_netcdf(str(p))

@@ -20,10 +20,11 @@ pools every modality's usable rows (``pkpd.datasets()``) into one posterior:
   model linear in the parameters), from which :data:`N_DRAWS` draws are stored.
 
 The shipped posterior is not a NUTS posterior of the joint model. :func:`nuts` (``python -m
-pkpd.calibrate --nuts``) samples the same model with NUTS and the between-study sd estimated; each
-of its gradients costs all modalities' forward-mode Jacobians (~1.3 s for the whole library on 2
-cores), which puts a converged all-data run at hours, not minutes; per-modality NUTS is
-``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
+pkpd.calibrate --nuts``) samples the same model with NUTS, the between-study sd estimated and the
+study effects integrated out; each of its gradients costs all modalities' forward-mode Jacobians
+(0.3-0.6 s for the whole library, on 2 cores in parallel threads), and its trees are deep (15-63
+leapfrog steps in warmup), which puts a converged all-data run at hours, not minutes;
+per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
 
 Run ``python -m pkpd.calibrate`` to reproduce ``models/calibration/posterior.json`` (it prints
@@ -362,35 +363,111 @@ def calibrate(modalities=None, *, tau: float = TAU_STUDY, draws: int = N_DRAWS, 
 TAU_PRIOR_SIGMA = 0.5
 
 
-class _HostLogLikelihood:
-    """Data log-likelihood of a :class:`JointProblem` and its gradient, evaluated on the host from
-    the per-modality compiled forward-mode Jacobians (the modalities never share one compiled
-    function, as in the MAP). Wrapped for JAX by :func:`_joint_loglik` as a ``pure_callback``
-    with a custom VJP, so that NumPyro's NUTS can use it; ``calls`` counts evaluations."""
+#: Gauss-Hermite nodes of the adaptive quadrature that integrates out each study effect.
+STUDY_NODES = 16
 
-    def __init__(self, jp: JointProblem):
+
+def _study_marginal(pred, log_tau, centre, scale, value, sd, study, n_studies, x, logw):
+    """log of prod_s int prod_{i in s} N(y_i | pred_i e^b, sd_i) N(b | 0, tau) db (up to the rows'
+    normalising constants), by adaptive Gauss-Hermite quadrature: nodes b = centre_s + sqrt(2)
+    scale_s x_k around each study's conditional mode. The nodes are constants here, so the
+    gradient is that of the quadrature sum (exact to quadrature accuracy)."""
+    b = centre[:, None] + jnp.sqrt(2.0) * scale[:, None] * x[None, :]              # (studies, nodes)
+    mu = pred[:, None] * jnp.exp(b[study])                                          # (rows, nodes)
+    rows = -0.5 * ((mu - value[:, None]) / sd[:, None]) ** 2
+    lik = jax.ops.segment_sum(rows, study, num_segments=n_studies)
+    prior = -0.5 * (b * jnp.exp(-log_tau)) ** 2 - log_tau - 0.5 * jnp.log(2.0 * jnp.pi)
+    terms = lik + prior + logw[None, :] + jnp.log(jnp.sqrt(2.0) * scale)[:, None]
+    return jnp.sum(jax.scipy.special.logsumexp(terms, axis=1))
+
+
+class _HostLogLikelihood:
+    """Data log-likelihood of the hierarchical model with every study effect integrated out, as a
+    function of ``theta = (z, log tau)``, and its gradient, on the host: the per-modality
+    forward-mode Jacobians (:meth:`JointProblem._evaluate`, the modalities never share one
+    compiled function) chained with the gradient of the per-study quadrature
+    (:func:`_study_marginal`). Wrapped for JAX by :func:`_joint_loglik` as a ``pure_callback``
+    with a custom VJP, so that NumPyro's NUTS can use it; ``calls`` counts evaluations.
+
+    Each study effect ``b_s`` enters only its own rows, so ``int ... db_s`` is one-dimensional:
+    integrating it out leaves NUTS ``K + 1`` dimensions instead of ``K + 1 + S``, and removes the
+    funnel between ``tau`` and effects that the data pin down."""
+
+    def __init__(self, jp: JointProblem, nodes: int = STUDY_NODES):
         self.jp = jp
         self.calls = 0
+        x, w = np.polynomial.hermite.hermgauss(int(nodes))
+        self.x, self.logw = jnp.asarray(x), jnp.asarray(np.log(w) + x**2)
+        self.local: dict[str, tuple] = {}
+        self._marginal: dict = {}
+        for m, pb in jp.problems.items():
+            glob = jp.study_index[m]
+            uniq, study = np.unique(glob, return_inverse=True)
+            self.local[m] = (uniq, study, np.asarray(pb.obs.value, dtype=float), pb.sd())
+            f = jax.value_and_grad(_study_marginal, argnums=(0, 1))
+            self._marginal[m] = jax.jit(f, static_argnums=(7,))
 
-    def __call__(self, x):
+    def centre(self, m: str, pred: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+        """Conditional mode and Gauss-Newton sd of each study effect of modality ``m`` given its
+        predictions and ``tau`` (damped Newton in b, started at 0)."""
+        uniq, study, value, sd = self.local[m]
+        b = np.zeros(len(uniq))
+        h = np.ones(len(uniq))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(50):
+                e = pred * np.exp(b[study])
+                a, r = e / sd, (e - value) / sd
+                g = -np.bincount(study, a * r, len(uniq)) - b / tau**2
+                h = np.bincount(study, a * a, len(uniq)) + 1.0 / tau**2
+                step = np.clip(g / h, -1.0, 1.0)
+                b = b + step
+                if np.all(np.abs(step) < 1e-10):
+                    break
+        return b, 1.0 / np.sqrt(h)
+
+    def __call__(self, theta):
         jp = self.jp
         self.calls += 1
-        ll, g = 0.0, np.zeros(jp.K + jp.S)
-        refused = (np.float64(-np.inf), np.zeros(jp.K + jp.S))  # a failed solve: NUTS sees a divergence
-        for _m, idx, sidx, r, dr_dz, dr_db in jp.blocks(np.asarray(x, dtype=np.float64)):
-            if not (np.all(np.isfinite(r)) and np.all(np.isfinite(dr_dz))):
+        theta = np.asarray(theta, dtype=np.float64)
+        z, log_tau = theta[:jp.K], float(theta[jp.K])
+        refused = (np.float64(-np.inf), np.zeros(jp.K + 1))  # a failed solve: NUTS sees a divergence
+        with np.errstate(over="ignore"):
+            tau = np.exp(log_tau)
+        if not np.isfinite(tau) or tau <= 0:
+            return refused
+        ll, g = 0.0, np.zeros(jp.K + 1)
+        for m, (jac, pred) in jp._evaluate(z).items():
+            if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(jac))):
                 return refused
-            with np.errstate(over="ignore", invalid="ignore"):
-                ll -= 0.5 * float(r @ r)
-                g[idx] -= dr_dz.T @ r
-                np.add.at(g, sidx, -dr_db * r)
+            uniq, study, value, sd = self.local[m]
+            centre, scale = self.centre(m, pred, tau)
+            if not (np.all(np.isfinite(centre)) and np.all(np.isfinite(scale))):
+                return refused
+            v, (d_pred, d_tau) = self._marginal[m](jnp.asarray(pred), jnp.asarray(log_tau), jnp.asarray(centre),
+                                                   jnp.asarray(scale), jnp.asarray(value), jnp.asarray(sd),
+                                                   jnp.asarray(study), len(uniq), self.x, self.logw)
+            ll += float(v)
+            g[jp.index[m]] += np.asarray(jac).T @ np.asarray(d_pred)
+            g[jp.K] += float(d_tau)
         if not (np.isfinite(ll) and np.all(np.isfinite(g))):
             return refused
         return np.float64(ll), g
 
+    def draw_study_effects(self, theta, rng) -> np.ndarray:
+        """One draw of every study effect from its conditional posterior given ``theta`` (Laplace:
+        Normal at the conditional mode with the Gauss-Newton sd)."""
+        jp = self.jp
+        theta = np.asarray(theta, dtype=np.float64)
+        tau = float(np.exp(theta[jp.K]))
+        out = np.full(jp.S, np.nan)
+        for m, (_jac, pred) in jp._evaluate(theta[:jp.K]).items():
+            centre, scale = self.centre(m, pred, tau)
+            out[self.local[m][0]] = centre + scale * rng.standard_normal(len(centre))
+        return out
+
 
 def _joint_loglik(host: _HostLogLikelihood):
-    n = host.jp.K + host.jp.S
+    n = host.jp.K + 1
     shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct((n,), jnp.float64))
 
     def both(x):
@@ -413,27 +490,34 @@ def _joint_loglik(host: _HostLogLikelihood):
 
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
-         progress: bool = True, error=None):
+         study_effect_draws: int = 100, progress: bool = True, error=None):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
     The model is the joint calibration's, with the between-study sd estimated instead of fixed:
     core/driver/PK parameters ``z ~ Normal(prior)`` in the fitted space (keyed as in the MAP),
-    ``log tau ~ Normal(log TAU_STUDY, TAU_PRIOR_SIGMA)``, non-centred study effects
-    ``b = tau * eta``, ``eta ~ Normal(0, 1)``, and every usable row ``~ Normal(pred * exp(b_study),
-    sd)``. One sampled vector (``theta`` = z, log tau, eta), so the dense mass matrix is started
-    from the Laplace covariance of the shipped MAP (``init``, default :func:`load`; eta scaled by
-    1/``TAU_STUDY``) and then adapted. Gradients come from the per-modality forward-mode
-    Jacobians on the host (:class:`_HostLogLikelihood`); chains run sequentially.
+    ``log tau ~ Normal(log TAU_STUDY, TAU_PRIOR_SIGMA)``, study effects ``b_s ~ Normal(0, tau)``
+    and every usable row ``~ Normal(pred * exp(b_study), sd)``. The study effects are integrated
+    out (one-dimensional adaptive Gauss-Hermite quadrature per study, :class:`_HostLogLikelihood`),
+    so NUTS samples ``theta = (z, log tau)`` only. Its dense mass matrix starts from the Laplace
+    covariance of the shipped MAP (``init``, default :func:`load`) and is then adapted.
+    Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
+    parallel threads; chains run one after the other.
 
     Returned groups: posterior (``parameters`` over dim ``parameter`` in the fitted space,
-    ``natural`` in natural units, ``tau``, ``study_effect`` over dim ``study``), sample_stats
-    (divergences, tree depth). Attributes: seconds, gradient evaluations, settings.
+    ``natural`` in natural units, ``tau``), sample_stats (divergences, tree depth), and
+    ``study_effects``: for ``study_effect_draws`` posterior draws (evenly thinned), one draw of
+    every study effect from its conditional posterior (dims ``sample``, ``study``; each costs one
+    more evaluation of every modality). Attributes: seconds, gradient evaluations, settings.
     """
     import arviz as az
     import numpyro
     import numpyro.distributions as dist
+    import xarray as xr
     from numpyro.infer import MCMC, NUTS, init_to_value
 
+    if not isinstance(study_effect_draws, (int, np.integer)) or isinstance(study_effect_draws, bool) \
+            or study_effect_draws < 0:
+        raise ValueError(f"study_effect_draws={study_effect_draws!r} must be an integer >= 0")
     t0 = time.perf_counter()
     jp = JointProblem(modalities, error=error, progress=progress)
     K, S = jp.K, jp.S
@@ -448,38 +532,33 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
             j = cal_keys.index(k)
             z0[i] = init.map_z[j]
             sd0[i] = init.parameters[j]["sd_z"]
-    eta0 = np.zeros(S)
+    b0 = np.zeros(S)
     for j, st in enumerate(jp.studies):
         eff = init.info.get("study_effects", {}).get(st)
         if eff is not None:
-            eta0[j] = eff["b"] / TAU_STUDY
-    # Laplace covariance of (z, b) at the shipped MAP, if it has the same parameters; else diagonal.
-    cov = np.diag(np.concatenate([sd0**2, [TAU_PRIOR_SIGMA**2 / 4], np.ones(S) * 0.25]))
+            b0[j] = eff["b"]
+    # Laplace covariance of z at the shipped MAP (the z block of the inverse information of (z, b),
+    # i.e. with the study effects integrated out), if it has the same parameters; else diagonal.
+    cov = np.diag(np.concatenate([sd0**2, [TAU_PRIOR_SIGMA**2 / 4]]))
     try:
-        _, J = jp.linearise(np.concatenate([z0, eta0 * TAU_STUDY]))
+        _, J = jp.linearise(np.concatenate([z0, b0]))
         c = np.linalg.inv(J.T @ J)
-        c = 0.5 * (c + c.T)
-        scale = np.concatenate([np.ones(K), np.full(S, 1.0 / TAU_STUDY)])
-        c = c * np.outer(scale, scale)
-        idx = np.r_[np.arange(K), K + 1 + np.arange(S)]
-        cov[np.ix_(idx, idx)] = c
+        cov[:K, :K] = 0.5 * (c[:K, :K] + c[:K, :K].T)
     except (np.linalg.LinAlgError, FloatingPointError):
         pass
-    mu = jnp.asarray(np.concatenate([jp.mu[:K], [np.log(TAU_STUDY)], np.zeros(S)]))
-    sigma = jnp.asarray(np.concatenate([jp.sigma[:K], [TAU_PRIOR_SIGMA], np.ones(S)]))
+    mu = jnp.asarray(np.concatenate([jp.mu[:K], [np.log(TAU_STUDY)]]))
+    sigma = jnp.asarray(np.concatenate([jp.sigma[:K], [TAU_PRIOR_SIGMA]]))
     transforms = [jp.meta[k]["transform"] for k in jp.keys]
 
     def model():
         theta = numpyro.sample("theta", dist.Normal(mu, sigma).to_event(1))
-        z, tau, eta = theta[:K], jnp.exp(theta[K]), theta[K + 1:]
-        b = tau * eta
+        z = theta[:K]
         numpyro.deterministic("parameters", z)
         numpyro.deterministic("natural", jnp.stack([_to_natural(t, z[i]) for i, t in enumerate(transforms)]))
-        numpyro.deterministic("tau", tau)
-        numpyro.deterministic("study_effect", b)
-        numpyro.factor("data", loglik(jnp.concatenate([z, b])))
+        numpyro.deterministic("tau", jnp.exp(theta[K]))
+        numpyro.factor("data", loglik(theta))
 
-    theta0 = np.concatenate([z0, [np.log(TAU_STUDY)], eta0])
+    theta0 = np.concatenate([z0, [np.log(TAU_STUDY)]])
     kernel = NUTS(model, dense_mass=True, inverse_mass_matrix=jnp.asarray(cov + 1e-9 * np.eye(len(theta0))),
                   max_tree_depth=int(max_tree_depth), target_accept_prob=float(target_accept),
                   init_strategy=init_to_value(values={"theta": jnp.asarray(theta0)}))
@@ -490,18 +569,33 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps"))
     seconds = time.perf_counter() - t1
     extra = mcmc.get_extra_fields()
-    idata = az.from_numpyro(mcmc, coords={"parameter": jp.keys, "study": jp.studies, "theta_dim_0": np.arange(len(theta0))},
-                            dims={"parameters": ["parameter"], "natural": ["parameter"], "study_effect": ["study"],
-                                  "theta": ["theta_dim_0"]})
+    idata = az.from_numpyro(mcmc, coords={"parameter": jp.keys, "theta_dim_0": np.arange(len(theta0))},
+                            dims={"parameters": ["parameter"], "natural": ["parameter"], "theta": ["theta_dim_0"]})
+    t2 = time.perf_counter()
+    thetas = np.asarray(mcmc.get_samples()["theta"])
+    n_eff = min(int(study_effect_draws), len(thetas))
+    if n_eff:
+        pick = np.unique(np.linspace(0, len(thetas) - 1, n_eff).round().astype(int))
+        rng = np.random.default_rng(seed)
+        effects = np.stack([host.draw_study_effects(thetas[i], rng) for i in pick])
+        idata.add_groups({"study_effects": xr.Dataset(
+            {"study_effect": (("sample", "study"), effects)},
+            coords={"sample": pick, "study": jp.studies},
+            attrs={"description": "one draw per listed posterior draw (flattened chain-major index) of each "
+                                  "study effect b from its conditional posterior (Laplace) given that draw"})})
+    effect_seconds = time.perf_counter() - t2
     idata.posterior.attrs.update(
-        pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, gradient_evaluations=host.calls,
+        pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, study_effect_seconds=effect_seconds,
+        gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
+                                                       f"{len(host.x)} nodes per study)",
         divergences=int(np.sum(np.asarray(extra["diverging"]))), mean_leapfrog_steps=float(np.mean(np.asarray(extra["num_steps"]))),
         chains=chains, warmup=warmup, draws=draws, max_tree_depth=max_tree_depth, seed=seed,
         rows=int(sum(pb.obs.n for pb in jp.problems.values())), modalities=json.dumps(list(jp.problems)),
         prior_mu=json.dumps(np.asarray(jp.mu[:K]).tolist()), prior_sigma=json.dumps(np.asarray(jp.sigma[:K]).tolist()))
     if progress:
-        print(f"[pkpd.calibrate nuts] {chains} chains x ({warmup} + {draws}) in {seconds:.0f} s (+ {t_setup:.0f} s setup): "
-              f"{host.calls} gradient evaluations, {idata.posterior.attrs['divergences']} divergences", flush=True)
+        print(f"[pkpd.calibrate nuts] {chains} chains x ({warmup} + {draws}) in {seconds:.0f} s (+ {t_setup:.0f} s setup, "
+              f"{effect_seconds:.0f} s study effects): {host.calls} gradient evaluations, "
+              f"{idata.posterior.attrs['divergences']} divergences", flush=True)
     return idata
 
 
