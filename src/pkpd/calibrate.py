@@ -381,6 +381,11 @@ def _study_marginal(pred, log_tau, centre, scale, value, sd, study, n_studies, x
     return jnp.sum(jax.scipy.special.logsumexp(terms, axis=1))
 
 
+#: Value and gradient (in pred, log tau) of :func:`_study_marginal`; compiled once per row/study shape
+#: and reused by every modality and every :func:`nuts` call.
+_study_marginal_grad = jax.jit(jax.value_and_grad(_study_marginal, argnums=(0, 1)), static_argnums=(7,))
+
+
 class _HostLogLikelihood:
     """Data log-likelihood of the hierarchical model with every study effect integrated out, as a
     function of ``theta = (z, log tau)``, and its gradient, on the host: the per-modality
@@ -399,13 +404,9 @@ class _HostLogLikelihood:
         x, w = np.polynomial.hermite.hermgauss(int(nodes))
         self.x, self.logw = jnp.asarray(x), jnp.asarray(np.log(w) + x**2)
         self.local: dict[str, tuple] = {}
-        self._marginal: dict = {}
         for m, pb in jp.problems.items():
-            glob = jp.study_index[m]
-            uniq, study = np.unique(glob, return_inverse=True)
+            uniq, study = np.unique(jp.study_index[m], return_inverse=True)
             self.local[m] = (uniq, study, np.asarray(pb.obs.value, dtype=float), pb.sd())
-            f = jax.value_and_grad(_study_marginal, argnums=(0, 1))
-            self._marginal[m] = jax.jit(f, static_argnums=(7,))
 
     def centre(self, m: str, pred: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
         """Conditional mode and Gauss-Newton sd of each study effect of modality ``m`` given its
@@ -443,9 +444,9 @@ class _HostLogLikelihood:
             centre, scale = self.centre(m, pred, tau)
             if not (np.all(np.isfinite(centre)) and np.all(np.isfinite(scale))):
                 return refused
-            v, (d_pred, d_tau) = self._marginal[m](jnp.asarray(pred), jnp.asarray(log_tau), jnp.asarray(centre),
-                                                   jnp.asarray(scale), jnp.asarray(value), jnp.asarray(sd),
-                                                   jnp.asarray(study), len(uniq), self.x, self.logw)
+            v, (d_pred, d_tau) = _study_marginal_grad(jnp.asarray(pred), jnp.asarray(log_tau), jnp.asarray(centre),
+                                                      jnp.asarray(scale), jnp.asarray(value), jnp.asarray(sd),
+                                                      jnp.asarray(study), len(uniq), self.x, self.logw)
             ll += float(v)
             g[jp.index[m]] += np.asarray(jac).T @ np.asarray(d_pred)
             g[jp.K] += float(d_tau)
