@@ -22,7 +22,7 @@ pools every modality's usable rows (``pkpd.datasets()``) into one posterior:
 The shipped posterior is not a NUTS posterior of the joint model. :func:`nuts` (``python -m
 pkpd.calibrate --nuts``) samples the same model with NUTS, the between-study sd estimated and the
 study effects integrated out; each of its gradients costs all modalities' forward-mode Jacobians
-(0.3-0.6 s for the whole library, on 2 cores in parallel threads), and its trees are deep (15-63
+(0.3-0.6 s for the whole library, on 2 cores in parallel threads), and its trees are deep (12-63
 leapfrog steps in warmup), which puts a converged all-data run at hours, not minutes;
 per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
