@@ -158,3 +158,36 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     idata.to_netcdf(str(p))
     back = az.from_netcdf(str(p))
     np.testing.assert_array_equal(np.asarray(back.posterior["tau"]), np.asarray(post["tau"]))
+
+
+def test_laplace_at_mode_is_exact_for_a_gaussian():
+    """On a correlated Gaussian the gradient is linear, so the ascent + Newton steps reach the mean
+    and the central-difference Hessian gives the covariance exactly, from a poor start and a wrong
+    preconditioner; a flat direction is clipped to at most 1/sqrt(min_curvature) x the start sd."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(5, 5))
+    C = A @ A.T + 0.5 * np.eye(5)
+    P = np.linalg.inv(C)
+    m = rng.normal(size=5)
+
+    def logpost(t):
+        r = t - m
+        return -0.5 * r @ P @ r, -P @ r
+
+    start_cov = np.eye(5) * np.linalg.eigvalsh(C).max() / 4  # wrong shape and scale, curvature >= 0.25
+    theta, cov, info = calibrate.laplace_at_mode(logpost, m + 3.0, start_cov)
+    np.testing.assert_allclose(cov, C, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(theta, m, atol=1e-6)
+    assert info["clipped"] == 0 and info["gradient_evaluations"] >= 10
+
+    def flat_in_x1(t):  # a Gaussian in x0 only: x1 is not identified
+        return -0.5 * (t[0] - 1.0) ** 2 / 0.04, np.array([-(t[0] - 1.0) / 0.04, 0.0])
+
+    theta, cov, info = calibrate.laplace_at_mode(flat_in_x1, np.zeros(2), np.eye(2), min_curvature=0.25)
+    assert info["clipped"] == 1
+    assert theta[0] == pytest.approx(1.0, abs=1e-8) and cov[0, 0] == pytest.approx(0.04, rel=1e-6)
+    assert cov[1, 1] == pytest.approx(4.0, rel=1e-9)
+    with pytest.raises(ValueError, match="shape"):
+        calibrate.laplace_at_mode(logpost, m, np.eye(3))
+    with pytest.raises(ValueError, match="start='laplace'"):
+        calibrate.nuts(["dmt"], start="laplace")

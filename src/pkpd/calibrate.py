@@ -467,6 +467,73 @@ class _HostLogLikelihood:
         return out
 
 
+def laplace_at_mode(logpost, theta0, cov0, *, ascent_steps: int = 8, newton_steps: int = 3, step: float = 0.01,
+                    min_curvature: float = 0.05) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Mode and Laplace covariance of a log density from its gradient alone.
+
+    ``logpost(theta) -> (value, gradient)``. From ``theta0``, ascend with ``cov0`` as the
+    preconditioner (backtracking, at most ``ascent_steps``); then take the Hessian by central
+    differences of the gradient along the columns of ``L = chol(cov0)`` (``2 d`` gradients, step
+    ``step`` in those whitened units), so ``H_u = L^T H L`` is the curvature relative to ``cov0``;
+    then up to ``newton_steps`` Newton steps with it. Eigenvalues of ``-H_u`` below
+    ``min_curvature`` (flat or non-concave directions) are raised to it, i.e. no direction gets a
+    standard deviation above ``1 / sqrt(min_curvature)`` times that of ``cov0``.
+
+    Returns ``(theta, cov, info)`` with ``cov = L (-H_u)^-1 L^T`` and ``info``: value at the mode,
+    gradient evaluations, directions clipped, and the whitened curvature's eigenvalue range. Exact
+    (to rounding) for a Gaussian: the gradient is then linear and central differences are exact.
+    """
+    theta = np.asarray(theta0, dtype=np.float64).copy()
+    cov0 = 0.5 * (np.asarray(cov0, dtype=np.float64) + np.asarray(cov0, dtype=np.float64).T)
+    d = theta.shape[0]
+    if cov0.shape != (d, d):
+        raise ValueError(f"cov0 has shape {cov0.shape}; expected ({d}, {d}) for theta0 of length {d}")
+    L = np.linalg.cholesky(cov0 + 1e-12 * np.trace(cov0) / d * np.eye(d))
+    calls = 0
+
+    def f(t):
+        nonlocal calls
+        calls += 1
+        v, g = logpost(t)
+        return float(v), np.asarray(g, dtype=np.float64)
+
+    lp, g = f(theta)
+    if not np.isfinite(lp):
+        raise ValueError("the log density is not finite at theta0")
+
+    def climb(direction, steps):
+        nonlocal theta, lp, g
+        for _ in range(steps):
+            dx = direction(g)
+            for a in (1.0, 0.5, 0.25, 0.1):
+                lp1, g1 = f(theta + a * dx)
+                if np.isfinite(lp1) and lp1 > lp:
+                    theta, lp, g = theta + a * dx, lp1, g1
+                    break
+            else:
+                return
+
+    climb(lambda g: cov0 @ g, ascent_steps)
+    Hu = np.empty((d, d))
+    for j in range(d):
+        _, gp = f(theta + step * L[:, j])
+        _, gm = f(theta - step * L[:, j])
+        Hu[:, j] = L.T @ (gp - gm) / (2.0 * step)
+    if not np.all(np.isfinite(Hu)):
+        raise ValueError("the gradient is not finite around the mode; cannot take the Hessian")
+    w, V = np.linalg.eigh(-0.5 * (Hu + Hu.T))
+    clipped = int(np.sum(w < min_curvature))
+    w_used = np.maximum(w, min_curvature)
+    Cu = (V / w_used) @ V.T
+    cov = L @ Cu @ L.T
+    cov = 0.5 * (cov + cov.T)
+    climb(lambda g: cov @ g, newton_steps)
+    info = dict(log_density=lp, gradient_evaluations=calls, clipped=clipped,
+                curvature_min=float(w.min()), curvature_max=float(w.max()),
+                gradient_norm_whitened=float(np.linalg.norm(L.T @ g)))
+    return theta, cov, info
+
+
 def _joint_loglik(host: _HostLogLikelihood):
     n = host.jp.K + 1
     shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct((n,), jnp.float64))
@@ -489,9 +556,71 @@ def _joint_loglik(host: _HostLogLikelihood):
     return loglik
 
 
+#: Starting points :func:`nuts` offers: the marginal mode with its finite-difference Hessian, or the
+#: shipped MAP with its Gauss-Newton (Laplace) covariance.
+NUTS_STARTS = ("mode", "map")
+
+
+def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *, start: str = "mode",
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Where :func:`nuts` starts and its initial dense inverse mass matrix, for ``theta = (z, log tau)``.
+
+    ``start="map"``: the shipped MAP (``init``, tau at :data:`TAU_STUDY`) and the z block of the
+    Gauss-Newton inverse information of ``(z, b)`` there (the study effects integrated out), with
+    ``log tau`` independent at sd ``TAU_PRIOR_SIGMA / 2``. ``start="mode"`` (default): from there,
+    :func:`laplace_at_mode` on the log posterior NUTS samples (prior + :class:`_HostLogLikelihood`),
+    i.e. the mode of the marginal posterior and the inverse of its finite-difference Hessian; it
+    costs ``2 (K + 1)`` + ~10 gradients (~30 s for the whole library). The Gauss-Newton covariance
+    ignores the curvature of the prior-dominated and non-linear directions and guesses ``log tau``;
+    the Hessian measures them (benchmarks/RESULTS.md, joint geometry)."""
+    if start not in NUTS_STARTS:
+        raise ValueError(f"start={start!r}; valid: {list(NUTS_STARTS)}")
+    K, S = jp.K, jp.S
+    z0 = jp.mu[:K].copy()
+    sd0 = jp.sigma[:K].copy()
+    cal_keys = init.keys
+    for i, k in enumerate(jp.keys):
+        if k in cal_keys:
+            j = cal_keys.index(k)
+            z0[i] = init.map_z[j]
+            sd0[i] = init.parameters[j]["sd_z"]
+    b0 = np.zeros(S)
+    for j, st in enumerate(jp.studies):
+        eff = init.info.get("study_effects", {}).get(st)
+        if eff is not None:
+            b0[j] = eff["b"]
+    cov = np.diag(np.concatenate([sd0**2, [TAU_PRIOR_SIGMA**2 / 4]]))
+    try:
+        _, J = jp.linearise(np.concatenate([z0, b0]))
+        c = np.linalg.inv(J.T @ J)
+        cov[:K, :K] = 0.5 * (c[:K, :K] + c[:K, :K].T)
+    except (np.linalg.LinAlgError, FloatingPointError):
+        pass
+    theta0 = np.concatenate([z0, [np.log(TAU_STUDY)]])
+    info = {"start": start}
+    if start == "map":
+        return theta0, cov, info
+    mu = np.concatenate([jp.mu[:K], [np.log(TAU_STUDY)]])
+    sig = np.concatenate([jp.sigma[:K], [TAU_PRIOR_SIGMA]])
+
+    def logpost(theta):
+        ll, g = host(theta)
+        return ll - 0.5 * np.sum(((theta - mu) / sig) ** 2), g - (theta - mu) / sig**2
+
+    t = time.perf_counter()
+    theta, cov, more = laplace_at_mode(logpost, theta0, cov)
+    info.update(more, seconds=time.perf_counter() - t)
+    if progress:
+        print(f"[pkpd.calibrate nuts] start at the marginal mode: log posterior {more['log_density']:.3f}, "
+              f"{more['gradient_evaluations']} gradients in {info['seconds']:.0f} s, curvature relative to the "
+              f"Gauss-Newton covariance {more['curvature_min']:.3g}-{more['curvature_max']:.3g} "
+              f"({more['clipped']} directions clipped)", flush=True)
+    return theta, cov, info
+
+
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
-         study_effect_draws: int = 100, progress: bool = True, error=None):
+         study_effect_draws: int = 100, start: str = "mode", progress: bool = True, error=None):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
     The model is the joint calibration's, with the between-study sd estimated instead of fixed:
@@ -499,8 +628,10 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     ``log tau ~ Normal(log TAU_STUDY, TAU_PRIOR_SIGMA)``, study effects ``b_s ~ Normal(0, tau)``
     and every usable row ``~ Normal(pred * exp(b_study), sd)``. The study effects are integrated
     out (one-dimensional adaptive Gauss-Hermite quadrature per study, :class:`_HostLogLikelihood`),
-    so NUTS samples ``theta = (z, log tau)`` only. Its dense mass matrix starts from the Laplace
-    covariance of the shipped MAP (``init``, default :func:`load`) and is then adapted.
+    so NUTS samples ``theta = (z, log tau)`` only. It starts (:func:`nuts_start`) at the mode of
+    that marginal posterior with its dense mass matrix from the inverse Hessian there
+    (``start="mode"``), or at the shipped MAP (``init``, default :func:`load`) with its Laplace
+    covariance (``start="map"``); the mass matrix is then adapted.
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
     parallel threads; chains run one after the other.
 
@@ -519,34 +650,14 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     if not isinstance(study_effect_draws, (int, np.integer)) or isinstance(study_effect_draws, bool) \
             or study_effect_draws < 0:
         raise ValueError(f"study_effect_draws={study_effect_draws!r} must be an integer >= 0")
+    if start not in NUTS_STARTS:
+        raise ValueError(f"start={start!r}; valid: {list(NUTS_STARTS)}")
     t0 = time.perf_counter()
     jp = JointProblem(modalities, error=error, progress=progress)
     K, S = jp.K, jp.S
     host = _HostLogLikelihood(jp)
     loglik = _joint_loglik(host)
-    init = load() if init is None else init
-    z0 = jp.mu[:K].copy()
-    sd0 = jp.sigma[:K].copy()
-    cal_keys = init.keys
-    for i, k in enumerate(jp.keys):
-        if k in cal_keys:
-            j = cal_keys.index(k)
-            z0[i] = init.map_z[j]
-            sd0[i] = init.parameters[j]["sd_z"]
-    b0 = np.zeros(S)
-    for j, st in enumerate(jp.studies):
-        eff = init.info.get("study_effects", {}).get(st)
-        if eff is not None:
-            b0[j] = eff["b"]
-    # Laplace covariance of z at the shipped MAP (the z block of the inverse information of (z, b),
-    # i.e. with the study effects integrated out), if it has the same parameters; else diagonal.
-    cov = np.diag(np.concatenate([sd0**2, [TAU_PRIOR_SIGMA**2 / 4]]))
-    try:
-        _, J = jp.linearise(np.concatenate([z0, b0]))
-        c = np.linalg.inv(J.T @ J)
-        cov[:K, :K] = 0.5 * (c[:K, :K] + c[:K, :K].T)
-    except (np.linalg.LinAlgError, FloatingPointError):
-        pass
+    theta0, cov, start_info = nuts_start(jp, host, load() if init is None else init, start=start, progress=progress)
     mu = jnp.asarray(np.concatenate([jp.mu[:K], [np.log(TAU_STUDY)]]))
     sigma = jnp.asarray(np.concatenate([jp.sigma[:K], [TAU_PRIOR_SIGMA]]))
     transforms = [jp.meta[k]["transform"] for k in jp.keys]
@@ -559,7 +670,6 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         numpyro.deterministic("tau", jnp.exp(theta[K]))
         numpyro.factor("data", loglik(theta))
 
-    theta0 = np.concatenate([z0, [np.log(TAU_STUDY)]])
     kernel = NUTS(model, dense_mass=True, inverse_mass_matrix=jnp.asarray(cov + 1e-9 * np.eye(len(theta0))),
                   max_tree_depth=int(max_tree_depth), target_accept_prob=float(target_accept),
                   init_strategy=init_to_value(values={"theta": jnp.asarray(theta0)}))
@@ -587,6 +697,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     effect_seconds = time.perf_counter() - t2
     idata.posterior.attrs.update(
         pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, study_effect_seconds=effect_seconds,
+        start=json.dumps(start_info),
         gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
                                                        f"{len(host.x)} nodes per study)",
         divergences=int(np.sum(np.asarray(extra["diverging"]))), mean_leapfrog_steps=float(np.mean(np.asarray(extra["num_steps"]))),
@@ -632,10 +743,12 @@ def main(argv=None) -> int:
     ap.add_argument("--chains", type=int, default=2, help="NUTS chains (with --nuts)")
     ap.add_argument("--warmup", type=int, default=200, help="NUTS warmup per chain (with --nuts)")
     ap.add_argument("--max-tree-depth", type=int, default=6, help="NUTS tree depth cap (with --nuts)")
+    ap.add_argument("--start", choices=NUTS_STARTS, default="mode",
+                    help="NUTS start: marginal mode + Hessian mass (default) or the shipped MAP + Laplace mass")
     args = ap.parse_args(argv)
     if args.nuts:
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
-                     max_tree_depth=args.max_tree_depth)
+                     max_tree_depth=args.max_tree_depth, start=args.start)
         out = Path(args.out or "calibration_nuts.nc")
         idata.to_netcdf(str(out))
         import pandas as pd
