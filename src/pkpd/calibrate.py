@@ -620,7 +620,8 @@ def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *,
 
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
-         study_effect_draws: int = 100, start: str = "mode", progress: bool = True, error=None):
+         study_effect_draws: int = 100, start: str = "mode", adapt_mass: bool | None = None, progress: bool = True,
+         error=None):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
     The model is the joint calibration's, with the between-study sd estimated instead of fixed:
@@ -631,7 +632,11 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     so NUTS samples ``theta = (z, log tau)`` only. It starts (:func:`nuts_start`) at the mode of
     that marginal posterior with its dense mass matrix from the inverse Hessian there
     (``start="mode"``), or at the shipped MAP (``init``, default :func:`load`) with its Laplace
-    covariance (``start="map"``); the mass matrix is then adapted.
+    covariance (``start="map"``). ``adapt_mass`` (default: only with ``start="map"``) adapts the
+    dense mass matrix in warmup; without it, warmup tunes the step size only and the Hessian mass
+    is kept. A dense 34 x 34 covariance estimated from warmup's ~75 draws is noisier than the
+    Hessian: one run adapted at warmup 100 sampled with 31-63 leapfrog steps per draw
+    (benchmarks/RESULTS.md).
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
     parallel threads; chains run one after the other.
 
@@ -670,7 +675,9 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         numpyro.deterministic("tau", jnp.exp(theta[K]))
         numpyro.factor("data", loglik(theta))
 
+    adapt_mass = (start == "map") if adapt_mass is None else bool(adapt_mass)
     kernel = NUTS(model, dense_mass=True, inverse_mass_matrix=jnp.asarray(cov + 1e-9 * np.eye(len(theta0))),
+                  adapt_mass_matrix=adapt_mass,
                   max_tree_depth=int(max_tree_depth), target_accept_prob=float(target_accept),
                   init_strategy=init_to_value(values={"theta": jnp.asarray(theta0)}))
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="sequential",
@@ -697,7 +704,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     effect_seconds = time.perf_counter() - t2
     idata.posterior.attrs.update(
         pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, study_effect_seconds=effect_seconds,
-        start=json.dumps(start_info),
+        start=json.dumps(start_info), adapt_mass=int(adapt_mass),
         gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
                                                        f"{len(host.x)} nodes per study)",
         divergences=int(np.sum(np.asarray(extra["diverging"]))), mean_leapfrog_steps=float(np.mean(np.asarray(extra["num_steps"]))),
@@ -745,10 +752,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tree-depth", type=int, default=6, help="NUTS tree depth cap (with --nuts)")
     ap.add_argument("--start", choices=NUTS_STARTS, default="mode",
                     help="NUTS start: marginal mode + Hessian mass (default) or the shipped MAP + Laplace mass")
+    ap.add_argument("--adapt-mass", action=argparse.BooleanOptionalAction, default=None,
+                    help="adapt the dense mass matrix in warmup (default: only with --start map)")
     args = ap.parse_args(argv)
     if args.nuts:
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
-                     max_tree_depth=args.max_tree_depth, start=args.start)
+                     max_tree_depth=args.max_tree_depth, start=args.start, adapt_mass=args.adapt_mass)
         out = Path(args.out or "calibration_nuts.nc")
         idata.to_netcdf(str(out))
         import pandas as pd
