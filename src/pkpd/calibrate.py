@@ -21,9 +21,11 @@ pools every modality's usable rows (``pkpd.datasets()``) into one posterior:
 
 The shipped posterior is not a NUTS posterior of the joint model. :func:`nuts` (``python -m
 pkpd.calibrate --nuts``) samples the same model with NUTS, the between-study sd estimated and the
-study effects integrated out; each of its gradients costs all modalities' forward-mode Jacobians
-(0.3-0.6 s for the whole library, on 2 cores in parallel threads), and its trees are deep (12-63
-leapfrog steps in warmup), which puts a converged all-data run at hours, not minutes;
+study effects integrated out, from the marginal mode with a Hessian mass matrix; each of its
+gradients costs all modalities' forward-mode Jacobians (0.3-0.6 s for the whole library, on 2
+cores in parallel threads), at ~13 leapfrog steps per draw, and the all-data posterior has not
+yet been sampled to convergence (``stimulation.a_itbs`` mixes slowly once ``tau`` is estimated;
+benchmarks/RESULTS.md);
 per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
 
