@@ -32,13 +32,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     jp = calibrate.JointProblem(args.modalities, progress=False)
     host = calibrate._HostLogLikelihood(jp)
-    K = jp.K
-    mu = np.concatenate([jp.mu[:K], [np.log(calibrate.TAU_STUDY)]])
-    sig = np.concatenate([jp.sigma[:K], [calibrate.TAU_PRIOR_SIGMA]])
-
-    def logpost(theta):
-        ll, g = host(theta)
-        return ll - 0.5 * np.sum(((theta - mu) / sig) ** 2), g - (theta - mu) / sig**2
+    logpost = calibrate.marginal_log_posterior(jp, host)
 
     # where nuts() starts and the covariance its dense mass matrix starts from
     theta, cov, info = calibrate.nuts_start(jp, host, calibrate.load(), start=args.start)

@@ -558,6 +558,24 @@ def _joint_loglik(host: _HostLogLikelihood):
     return loglik
 
 
+def theta_prior(jp: JointProblem) -> tuple[np.ndarray, np.ndarray]:
+    """Prior mean and sd of ``theta = (z, log tau)`` in :func:`nuts` (independent normals)."""
+    return (np.concatenate([jp.mu[:jp.K], [np.log(TAU_STUDY)]]),
+            np.concatenate([jp.sigma[:jp.K], [TAU_PRIOR_SIGMA]]))
+
+
+def marginal_log_posterior(jp: JointProblem, host: _HostLogLikelihood):
+    """``theta -> (log posterior, gradient)`` that :func:`nuts` samples, up to a constant: the
+    prior of :func:`theta_prior` plus the data with the study effects integrated out (``host``)."""
+    mu, sig = theta_prior(jp)
+
+    def logpost(theta):
+        ll, g = host(theta)
+        return ll - 0.5 * np.sum(((theta - mu) / sig) ** 2), g - (theta - mu) / sig**2
+
+    return logpost
+
+
 #: Starting points :func:`nuts` offers: the marginal mode with its finite-difference Hessian, or the
 #: shipped MAP with its Gauss-Newton (Laplace) covariance.
 NUTS_STARTS = ("mode", "map")
@@ -572,7 +590,7 @@ def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *,
     ``log tau`` independent at sd ``TAU_PRIOR_SIGMA / 2``. ``start="mode"`` (default): from there,
     :func:`laplace_at_mode` on the log posterior NUTS samples (prior + :class:`_HostLogLikelihood`),
     i.e. the mode of the marginal posterior and the inverse of its finite-difference Hessian; it
-    costs ``2 (K + 1)`` + ~10 gradients (~30 s for the whole library). The Gauss-Newton covariance
+    costs ``2 (K + 1)`` + ~20 gradients (~35 s for the whole library). The Gauss-Newton covariance
     ignores the curvature of the prior-dominated and non-linear directions and guesses ``log tau``;
     the Hessian measures them (benchmarks/RESULTS.md, joint geometry)."""
     if start not in NUTS_STARTS:
@@ -602,15 +620,8 @@ def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *,
     info = {"start": start}
     if start == "map":
         return theta0, cov, info
-    mu = np.concatenate([jp.mu[:K], [np.log(TAU_STUDY)]])
-    sig = np.concatenate([jp.sigma[:K], [TAU_PRIOR_SIGMA]])
-
-    def logpost(theta):
-        ll, g = host(theta)
-        return ll - 0.5 * np.sum(((theta - mu) / sig) ** 2), g - (theta - mu) / sig**2
-
     t = time.perf_counter()
-    theta, cov, more = laplace_at_mode(logpost, theta0, cov)
+    theta, cov, more = laplace_at_mode(marginal_log_posterior(jp, host), theta0, cov)
     info.update(more, seconds=time.perf_counter() - t)
     if progress:
         print(f"[pkpd.calibrate nuts] start at the marginal mode: log posterior {more['log_density']:.3f}, "
@@ -665,8 +676,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     host = _HostLogLikelihood(jp)
     loglik = _joint_loglik(host)
     theta0, cov, start_info = nuts_start(jp, host, load() if init is None else init, start=start, progress=progress)
-    mu = jnp.asarray(np.concatenate([jp.mu[:K], [np.log(TAU_STUDY)]]))
-    sigma = jnp.asarray(np.concatenate([jp.sigma[:K], [TAU_PRIOR_SIGMA]]))
+    mu, sigma = (jnp.asarray(a) for a in theta_prior(jp))
     transforms = [jp.meta[k]["transform"] for k in jp.keys]
 
     def model():
