@@ -672,7 +672,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         raise ValueError(f"start={start!r}; valid: {list(NUTS_STARTS)}")
     t0 = time.perf_counter()
     jp = JointProblem(modalities, error=error, progress=progress)
-    K, S = jp.K, jp.S
+    K = jp.K
     host = _HostLogLikelihood(jp)
     loglik = _joint_loglik(host)
     theta0, cov, start_info = nuts_start(jp, host, load() if init is None else init, start=start, progress=progress)
