@@ -148,8 +148,8 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     assert post["parameters"].shape == (2, 10, len(post.coords["parameter"]))
     assert np.all(np.asarray(post["tau"]) > 0)
     assert post.attrs["gradient_evaluations"] > 20
-    start = json.loads(post.attrs["start"])  # default: the marginal mode, Hessian mass kept (not adapted)
-    assert start["start"] == "mode" and start["clipped"] >= 0 and post.attrs["adapt_mass"] == 0
+    start = json.loads(post.attrs["start"])  # default: the marginal mode, scales adapted in its whitened coordinates
+    assert start["start"] == "mode" and start["clipped"] >= 0 and post.attrs["adapt_mass"] == "scale"
     assert start["gradient_norm_whitened"] < 1e-3  # at the mode
     s = calibrate.nuts_summary(idata)
     assert {"r_hat", "ess_bulk", "sd_ratio"} <= set(s.columns) and len(s) == len(post.coords["parameter"]) + 1

@@ -631,9 +631,24 @@ def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *,
     return theta, cov, info
 
 
+#: What :func:`nuts`'s warmup adapts in the whitened coordinates: one variance per principal direction
+#: of the start covariance, a dense covariance, or nothing (step size only).
+ADAPT_MASS = ("scale", "dense", "none")
+
+
+def _adapted_scales(mcmc, chains: int, n: int):
+    """Each chain's adapted diagonal inverse mass matrix (``adapt_mass="scale"``), as lists, or None."""
+    try:
+        imm = mcmc.last_state.adapt_state.inverse_mass_matrix
+        v = np.asarray(next(iter(imm.values())) if isinstance(imm, dict) else imm, dtype=float)
+        return v.reshape(-1, n).tolist()
+    except (AttributeError, StopIteration, ValueError, TypeError):
+        return None
+
+
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
-         study_effect_draws: int = 100, start: str = "mode", adapt_mass: bool | None = None, progress: bool = True,
+         study_effect_draws: int = 100, start: str = "mode", adapt_mass: str | None = None, progress: bool = True,
          error=None):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
@@ -645,11 +660,16 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     so NUTS samples ``theta = (z, log tau)`` only. It starts (:func:`nuts_start`) at the mode of
     that marginal posterior with its dense mass matrix from the inverse Hessian there
     (``start="mode"``), or at the shipped MAP (``init``, default :func:`load`) with its Laplace
-    covariance (``start="map"``). ``adapt_mass`` (default: only with ``start="map"``) adapts the
-    dense mass matrix in warmup; without it, warmup tunes the step size only and the Hessian mass
-    is kept. A dense 34 x 34 covariance estimated from warmup's ~75 draws is noisier than the
-    Hessian: one run adapted at warmup 100 sampled with 31-63 leapfrog steps per draw
-    (benchmarks/RESULTS.md).
+    covariance (``start="map"``). NUTS runs in the coordinates ``u`` that whiten that covariance,
+    ``theta = theta_start + V sqrt(S) u`` (``cov = V S V^T``), and ``adapt_mass`` says what warmup
+    adapts there (:data:`ADAPT_MASS`): ``"scale"`` (default with ``start="mode"``) one variance per
+    principal direction, so the start's correlations are kept and its scales corrected where the
+    curvature at the mode misjudges the posterior's width (``stimulation.a_itbs``: a narrow ridge at
+    the mode, sd 0.03, on the edge of a plateau where the iTBS after-effect saturates; the chains
+    spread over 0.4-1.2 in log a_itbs, benchmarks/RESULTS.md); ``"dense"`` (default with
+    ``start="map"``) a full covariance (a dense 34 x 34 covariance from warmup's ~75 draws is
+    noisier than the Hessian: one run sampled with 31-63 leapfrog steps per draw after it);
+    ``"none"`` the step size only.
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
     parallel threads; chains run one after the other.
 
@@ -670,6 +690,9 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         raise ValueError(f"study_effect_draws={study_effect_draws!r} must be an integer >= 0")
     if start not in NUTS_STARTS:
         raise ValueError(f"start={start!r}; valid: {list(NUTS_STARTS)}")
+    adapt = ("scale" if start == "mode" else "dense") if adapt_mass is None else adapt_mass
+    if adapt not in ADAPT_MASS:
+        raise ValueError(f"adapt_mass={adapt_mass!r}; valid: {list(ADAPT_MASS)} (or None)")
     t0 = time.perf_counter()
     jp = JointProblem(modalities, error=error, progress=progress)
     K = jp.K
@@ -679,19 +702,24 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     mu, sigma = (jnp.asarray(a) for a in theta_prior(jp))
     transforms = [jp.meta[k]["transform"] for k in jp.keys]
 
+    S, V = np.linalg.eigh(0.5 * (cov + cov.T))
+    whiten = V * np.sqrt(np.maximum(S, 1e-12 * S.max()))
+    start_j, whiten_j = jnp.asarray(theta0), jnp.asarray(whiten)
+    n = len(theta0)
+
     def model():
-        theta = numpyro.sample("theta", dist.Normal(mu, sigma).to_event(1))
+        u = numpyro.sample("u", dist.ImproperUniform(dist.constraints.real_vector, (), event_shape=(n,)))
+        theta = numpyro.deterministic("theta", start_j + whiten_j @ u)
+        numpyro.factor("prior", jnp.sum(dist.Normal(mu, sigma).log_prob(theta)))
         z = theta[:K]
         numpyro.deterministic("parameters", z)
         numpyro.deterministic("natural", jnp.stack([_to_natural(t, z[i]) for i, t in enumerate(transforms)]))
         numpyro.deterministic("tau", jnp.exp(theta[K]))
         numpyro.factor("data", loglik(theta))
 
-    adapt_mass = (start == "map") if adapt_mass is None else bool(adapt_mass)
-    kernel = NUTS(model, dense_mass=True, inverse_mass_matrix=jnp.asarray(cov + 1e-9 * np.eye(len(theta0))),
-                  adapt_mass_matrix=adapt_mass,
+    kernel = NUTS(model, dense_mass=adapt == "dense", adapt_mass_matrix=adapt != "none",
                   max_tree_depth=int(max_tree_depth), target_accept_prob=float(target_accept),
-                  init_strategy=init_to_value(values={"theta": jnp.asarray(theta0)}))
+                  init_strategy=init_to_value(values={"u": jnp.zeros(n)}))
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="sequential",
                 progress_bar=progress)
     t_setup = time.perf_counter() - t0
@@ -699,8 +727,11 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps"))
     seconds = time.perf_counter() - t1
     extra = mcmc.get_extra_fields()
-    idata = az.from_numpyro(mcmc, coords={"parameter": jp.keys, "theta_dim_0": np.arange(len(theta0))},
-                            dims={"parameters": ["parameter"], "natural": ["parameter"], "theta": ["theta_dim_0"]})
+    idata = az.from_numpyro(mcmc, coords={"parameter": jp.keys, "theta_dim_0": np.arange(n), "direction": np.arange(n)},
+                            dims={"parameters": ["parameter"], "natural": ["parameter"], "theta": ["theta_dim_0"],
+                                  "u": ["direction"]})
+    # the warmup's variance per whitened direction (1 = the start's covariance), per chain
+    adapted = _adapted_scales(mcmc, chains, n) if adapt == "scale" else None
     t2 = time.perf_counter()
     thetas = np.asarray(mcmc.get_samples()["theta"])
     n_eff = min(int(study_effect_draws), len(thetas))
@@ -716,7 +747,9 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     effect_seconds = time.perf_counter() - t2
     idata.posterior.attrs.update(
         pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, study_effect_seconds=effect_seconds,
-        start=json.dumps(start_info), adapt_mass=int(adapt_mass),
+        start=json.dumps(start_info), adapt_mass=adapt,
+        start_theta=json.dumps(np.asarray(theta0).tolist()), whitening=json.dumps(whiten.tolist()),
+        adapted_variance=json.dumps(adapted), 
         gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
                                                        f"{len(host.x)} nodes per study)",
         divergences=int(np.sum(np.asarray(extra["diverging"]))), mean_leapfrog_steps=float(np.mean(np.asarray(extra["num_steps"]))),
@@ -764,8 +797,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tree-depth", type=int, default=6, help="NUTS tree depth cap (with --nuts)")
     ap.add_argument("--start", choices=NUTS_STARTS, default="mode",
                     help="NUTS start: marginal mode + Hessian mass (default) or the shipped MAP + Laplace mass")
-    ap.add_argument("--adapt-mass", action=argparse.BooleanOptionalAction, default=None,
-                    help="adapt the dense mass matrix in warmup (default: only with --start map)")
+    ap.add_argument("--adapt-mass", choices=ADAPT_MASS, default=None,
+                    help="what warmup adapts in the start's whitened coordinates: one variance per direction "
+                         "(default with --start mode), a dense covariance (default with --start map), or none")
     args = ap.parse_args(argv)
     if args.nuts:
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
