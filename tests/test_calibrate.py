@@ -143,14 +143,21 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     """A tiny hierarchical NUTS: posterior groups with the named dims, tau > 0, attrs, netCDF."""
     import arviz as az
 
-    idata = calibrate.nuts(["dmt", "sertraline"], chains=2, warmup=10, draws=10, progress=False, max_tree_depth=4)
+    idata = calibrate.nuts(["dmt", "sertraline"], chains=2, warmup=25, draws=10, progress=False, max_tree_depth=4,
+                           adapt_mass="scale")
     post = idata.posterior
     assert post["parameters"].shape == (2, 10, len(post.coords["parameter"]))
     assert np.all(np.asarray(post["tau"]) > 0)
     assert post.attrs["gradient_evaluations"] > 20
-    start = json.loads(post.attrs["start"])  # default: the marginal mode, scales adapted in its whitened coordinates
+    start = json.loads(post.attrs["start"])  # default start: the marginal mode
     assert start["start"] == "mode" and start["clipped"] >= 0 and post.attrs["adapt_mass"] == "scale"
     assert start["gradient_norm_whitened"] < 1e-3  # at the mode
+    # NUTS ran in whitened coordinates u: theta = start + W u, with one adapted variance per direction
+    W, t0 = np.asarray(json.loads(post.attrs["whitening"])), np.asarray(json.loads(post.attrs["start_theta"]))
+    np.testing.assert_allclose(np.asarray(post["theta"]), t0 + np.asarray(post["u"]) @ W.T, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(post["theta"])[..., :-1], np.asarray(post["parameters"]), rtol=1e-12)
+    var = np.asarray(json.loads(post.attrs["adapted_variance"]))
+    assert var.shape == (2, W.shape[0]) and np.all(var > 0) and not np.allclose(var, 1.0)
     s = calibrate.nuts_summary(idata)
     assert {"r_hat", "ess_bulk", "sd_ratio"} <= set(s.columns) and len(s) == len(post.coords["parameter"]) + 1
     eff = idata.study_effects["study_effect"]
@@ -194,3 +201,5 @@ def test_laplace_at_mode_is_exact_for_a_gaussian():
         calibrate.laplace_at_mode(logpost, m, np.eye(3))
     with pytest.raises(ValueError, match="start='laplace'"):
         calibrate.nuts(["dmt"], start="laplace")
+    with pytest.raises(ValueError, match="adapt_mass='diagonal'"):
+        calibrate.nuts(["dmt"], adapt_mass="diagonal")

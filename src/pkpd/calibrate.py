@@ -24,8 +24,8 @@ pkpd.calibrate --nuts``) samples the same model with NUTS, the between-study sd 
 study effects integrated out, from the marginal mode with a Hessian mass matrix; each of its
 gradients costs all modalities' forward-mode Jacobians (0.3-0.6 s for the whole library, on 2
 cores in parallel threads), at ~13 leapfrog steps per draw, and the all-data posterior has not
-yet been sampled to convergence (``stimulation.a_itbs`` mixes slowly once ``tau`` is estimated;
-benchmarks/RESULTS.md);
+yet been sampled to convergence (``stimulation.a_itbs`` has a cliff below ~1.45 and a plateau above,
+where the iTBS after-effect saturates, and mixes slowly; benchmarks/RESULTS.md);
 per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
 
@@ -662,14 +662,14 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     (``start="mode"``), or at the shipped MAP (``init``, default :func:`load`) with its Laplace
     covariance (``start="map"``). NUTS runs in the coordinates ``u`` that whiten that covariance,
     ``theta = theta_start + V sqrt(S) u`` (``cov = V S V^T``), and ``adapt_mass`` says what warmup
-    adapts there (:data:`ADAPT_MASS`): ``"scale"`` (default with ``start="mode"``) one variance per
-    principal direction, so the start's correlations are kept and its scales corrected where the
-    curvature at the mode misjudges the posterior's width (``stimulation.a_itbs``: a narrow ridge at
-    the mode, sd 0.03, on the edge of a plateau where the iTBS after-effect saturates; the chains
-    spread over 0.4-1.2 in log a_itbs, benchmarks/RESULTS.md); ``"dense"`` (default with
-    ``start="map"``) a full covariance (a dense 34 x 34 covariance from warmup's ~75 draws is
-    noisier than the Hessian: one run sampled with 31-63 leapfrog steps per draw after it);
-    ``"none"`` the step size only.
+    adapts there (:data:`ADAPT_MASS`): ``"none"`` (default with ``start="mode"``) the step size
+    only, keeping the Hessian mass; ``"scale"`` one variance per principal direction, so the start's
+    correlations are kept and its scales corrected where the curvature at the mode misjudges the
+    posterior's width (``stimulation.a_itbs`` sits at the mode on a narrow ridge, sd 0.03, next to
+    a cliff below and a plateau above where the iTBS after-effect saturates; on the library it
+    then sampled at step size 0.16 with 23-31 leapfrog steps per draw, benchmarks/RESULTS.md);
+    ``"dense"`` (default with ``start="map"``) a full covariance (from warmup's ~75 draws it is
+    noisier than the Hessian: one run sampled with 31-63 leapfrog steps per draw after it).
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
     parallel threads; chains run one after the other.
 
@@ -690,7 +690,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         raise ValueError(f"study_effect_draws={study_effect_draws!r} must be an integer >= 0")
     if start not in NUTS_STARTS:
         raise ValueError(f"start={start!r}; valid: {list(NUTS_STARTS)}")
-    adapt = ("scale" if start == "mode" else "dense") if adapt_mass is None else adapt_mass
+    adapt = ("none" if start == "mode" else "dense") if adapt_mass is None else adapt_mass
     if adapt not in ADAPT_MASS:
         raise ValueError(f"adapt_mass={adapt_mass!r}; valid: {list(ADAPT_MASS)} (or None)")
     t0 = time.perf_counter()
@@ -798,8 +798,9 @@ def main(argv=None) -> int:
     ap.add_argument("--start", choices=NUTS_STARTS, default="mode",
                     help="NUTS start: marginal mode + Hessian mass (default) or the shipped MAP + Laplace mass")
     ap.add_argument("--adapt-mass", choices=ADAPT_MASS, default=None,
-                    help="what warmup adapts in the start's whitened coordinates: one variance per direction "
-                         "(default with --start mode), a dense covariance (default with --start map), or none")
+                    help="what warmup adapts in the start's whitened coordinates: nothing but the step size "
+                         "(default with --start mode), one variance per direction, or a dense covariance "
+                         "(default with --start map)")
     args = ap.parse_args(argv)
     if args.nuts:
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
