@@ -8,6 +8,12 @@ posterior drops. A Gaussian drops 2, 0.5, 0.5, 2. Much larger drops are cliffs: 
 steps there, so every iteration needs many leapfrog steps.
 
     python benchmarks/joint_geometry.py [--modalities ...] [--start map]      # ~3-4 min on 2 cores
+
+``--profile KEY`` instead scans one parameter (fitted space, e.g. ``stimulation.a_itbs``) over
+``--grid LO HI N`` with everything else at the start, and prints the log posterior minus its value
+there: a local Hessian cannot see cliffs and plateaus further out (benchmarks/RESULTS.md, session 7).
+
+    python benchmarks/joint_geometry.py --profile stimulation.a_itbs --grid 0.2 1.4 25   # ~3 min
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ def main(argv=None) -> int:
     ap.add_argument("--modalities", nargs="*", default=None)
     ap.add_argument("--start", choices=("mode", "map"), default="mode",
                     help="mass matrix to test: nuts()'s default (Hessian at the marginal mode) or the MAP's Laplace")
+    ap.add_argument("--profile", default=None, metavar="KEY", help="scan this parameter instead (fitted space)")
+    ap.add_argument("--grid", nargs=3, type=float, default=(-2.0, 2.0, 9.0), metavar=("LO", "HI", "N"),
+                    help="values of the --profile scan (fitted space)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     jp = calibrate.JointProblem(args.modalities, progress=False)
@@ -52,8 +61,20 @@ def main(argv=None) -> int:
         print(f"start: {info['gradient_evaluations']} gradients in {info['seconds']:.0f} s; curvature relative to the "
               f"Gauss-Newton covariance {info['curvature_min']:.3g}-{info['curvature_max']:.3g}, "
               f"{info['clipped']} directions clipped")
-    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
     names = jp.keys + ["log_tau"]
+    if args.profile is not None:
+        if args.profile not in names:
+            raise SystemExit(f"--profile {args.profile!r} is not a parameter; valid: {names}")
+        i = names.index(args.profile)
+        lo, hi, n = args.grid
+        print(f"{args.profile}: start {theta[i]:.4f}, start sd {np.sqrt(cov[i, i]):.3g}; log posterior minus the start's")
+        for v in np.linspace(lo, hi, int(n)):
+            t = theta.copy()
+            t[i] = v
+            print(f"{v:8.3f}  {logpost(t)[0] - lp:9.3f}", flush=True)
+        print(f"done in {time.perf_counter() - t0:.0f} s")
+        return 0
+    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
     print(f"log posterior at the mode {lp:.3f}; a Gaussian drops 2.0, 0.5, 0.5, 2.0 at -2, -1, +1, +2 sd")
     print(f"{'sd':>8}  {'-2':>7} {'-1':>7} {'+1':>7} {'+2':>7}  largest loadings")
     worst = []
