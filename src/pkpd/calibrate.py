@@ -636,7 +636,7 @@ def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *,
 ADAPT_MASS = ("scale", "dense", "none")
 
 
-def _adapted_scales(mcmc, chains: int, n: int):
+def _adapted_scales(mcmc, n: int):
     """Each chain's adapted diagonal inverse mass matrix (``adapt_mass="scale"``), as lists, or None."""
     try:
         imm = mcmc.last_state.adapt_state.inverse_mass_matrix
@@ -731,7 +731,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
                             dims={"parameters": ["parameter"], "natural": ["parameter"], "theta": ["theta_dim_0"],
                                   "u": ["direction"]})
     # the warmup's variance per whitened direction (1 = the start's covariance), per chain
-    adapted = _adapted_scales(mcmc, chains, n) if adapt == "scale" else None
+    adapted = _adapted_scales(mcmc, n) if adapt == "scale" else None
     t2 = time.perf_counter()
     thetas = np.asarray(mcmc.get_samples()["theta"])
     n_eff = min(int(study_effect_draws), len(thetas))
@@ -749,7 +749,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, study_effect_seconds=effect_seconds,
         start=json.dumps(start_info), adapt_mass=adapt,
         start_theta=json.dumps(np.asarray(theta0).tolist()), whitening=json.dumps(whiten.tolist()),
-        adapted_variance=json.dumps(adapted), 
+        adapted_variance=json.dumps(adapted),
         gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
                                                        f"{len(host.x)} nodes per study)",
         divergences=int(np.sum(np.asarray(extra["diverging"]))), mean_leapfrog_steps=float(np.mean(np.asarray(extra["num_steps"]))),
