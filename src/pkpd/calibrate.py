@@ -22,7 +22,7 @@ pools every modality's usable rows (``pkpd.datasets()``) into one posterior:
 The shipped posterior is not a NUTS posterior of the joint model. :func:`nuts` (``python -m
 pkpd.calibrate --nuts``) samples the same model with NUTS, the between-study sd estimated and the
 study effects integrated out, from the marginal mode with a Hessian mass matrix; each of its
-gradients costs all modalities' forward-mode Jacobians (0.3-0.6 s for the whole library, on 2
+gradients costs all modalities' forward-mode Jacobians (0.3-0.7 s for the whole library, on 2
 cores in parallel threads), at ~13 leapfrog steps per draw, and the all-data posterior has not
 yet been sampled to convergence (``stimulation.a_itbs`` has a cliff below ~1.45 and a plateau above,
 where the iTBS after-effect saturates, and mixes slowly; benchmarks/RESULTS.md);
