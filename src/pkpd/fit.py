@@ -120,7 +120,9 @@ class Problem:
         self._clinical_cards = {n: core.get(n, "all") for n in CLINICAL}
         self.error = error or ErrorModel()
         if parameters is None:
-            readouts = set(self.obs.rows["readout"])
+            # readouts in row order, not a set's: a set of strings iterates in an order that changes
+            # with PYTHONHASHSEED, and with it the parameter order and the calibration's draws
+            readouts = dict.fromkeys(self.obs.rows["readout"])
             parameters = list(dict.fromkeys(n for r in readouts for n in INFORMS.get(r, ())))
             auto = True
         else:
