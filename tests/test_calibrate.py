@@ -287,3 +287,51 @@ def test_grid_marginal_samples_a_truncated_density_exactly():
     assert np.all(holes["draws"] >= 0.0) and holes["mean"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="not finite anywhere"):
         calibrate.grid_marginal(lambda x: np.nan, 0.0, 1.0, 5, draws=5, rng=np.random.default_rng(0))
+
+
+def test_grid_transform_maps_a_standard_normal_onto_the_grid_density():
+    """u ~ N(0, 1) through GridTransform has the grid_marginal distribution (KS), the log-Jacobian
+    is log d theta/du (autodiff), and on a Gaussian grid the map is the affine mu + sd u."""
+    import jax
+    from scipy import stats
+
+    x = np.linspace(-3.0, 5.0, 161)
+    gauss = calibrate.GridTransform(x, -0.5 * ((x - 1.0) / 0.5) ** 2)
+    for u in (-2.0, 0.0, 1.3):
+        th, lj = gauss(u)
+        assert float(th) == pytest.approx(1.0 + 0.5 * u, abs=1e-6) and float(lj) == pytest.approx(np.log(0.5), abs=2e-3)  # grid: h = 0.05
+
+    def ld(v):
+        return -0.5 * v * v + 40.0 * np.log(stats.logistic.cdf((v - 0.3) / 0.1))
+
+    x = np.linspace(-4.0, 4.0, 161)
+    cliff = calibrate.GridTransform(x, ld(x))
+    u = np.random.default_rng(0).standard_normal(3000)
+    th = np.asarray(jax.vmap(lambda v: cliff(v)[0])(jnp.asarray(u)))
+    ref = calibrate.grid_marginal(ld, -4.0, 4.0, 161, draws=3000, rng=np.random.default_rng(1))
+    assert stats.ks_2samp(th, ref["draws"]).pvalue > 0.01 and th.min() > 0.0
+    for v in (-1.5, 0.2, 2.0):
+        d = jax.grad(lambda w: cliff(w)[0])(jnp.asarray(v))
+        assert float(cliff(v)[1]) == pytest.approx(float(np.log(d)), abs=1e-8)
+    with pytest.raises(ValueError, match="equally spaced"):
+        calibrate.GridTransform([0.0, 1.0, 3.0], [0.0, 0.0, 0.0])
+
+
+def test_hierarchical_nuts_samples_a_refused_parameter_through_its_grid(shipped):
+    """With the shipped calibration's refused a_itbs, nuts() leaves it out of the whitening and
+    maps its u through the GridTransform; the others stay start + W u."""
+    idata = calibrate.nuts(["itbs"], chains=1, warmup=15, draws=8, progress=False, max_tree_depth=4,
+                           study_effect_draws=0, init=shipped)
+    post = idata.posterior
+    keys = list(post.coords["parameter"].values)
+    i = keys.index("stimulation.a_itbs")
+    assert json.loads(post.attrs["grid_parameters"]) == ["stimulation.a_itbs"]
+    rest = np.asarray(json.loads(post.attrs["whitened_indices"]))
+    assert i not in rest and len(rest) == len(keys)  # K parameters + log tau, minus a_itbs
+    row = shipped.info["laplace_check"]["parameters"]["stimulation.a_itbs"]
+    gmap = calibrate.GridTransform(row["grid"], row["grid_logd"])
+    u, theta = np.asarray(post["u"])[0], np.asarray(post["theta"])[0]
+    np.testing.assert_allclose(theta[:, i], [float(gmap(v)[0]) for v in u[:, i]], rtol=1e-12)
+    W, t0 = np.asarray(json.loads(post.attrs["whitening"])), np.asarray(json.loads(post.attrs["start_theta"]))
+    np.testing.assert_allclose(theta[:, rest], t0[rest] + u[:, rest] @ W.T, rtol=1e-10, atol=1e-10)
+    assert np.all(theta[:, i] > np.log(1.3))  # never below the cliff

@@ -521,6 +521,65 @@ def grid_marginal(logdens_1d, lo: float, hi: float, n: int = SLICE_GRID, *, draw
                 edge_mass=float(p[0] + p[-1]))
 
 
+class GridTransform(eqx.Module):
+    """The monotone map ``u -> theta = F^{-1}(Phi(u))`` that takes a standard normal ``u`` to the
+    piecewise-exponential density of a :func:`grid_marginal` grid (log density linear in each
+    cell), with ``log |d theta / d u| = log phi(u) - log f(theta)``. Pure jnp: ``jit`` and ``grad``
+    pass through. :func:`nuts` samples a parameter the Laplace check refused in this ``u``: where the
+    grid matches the posterior's marginal, the cliff and the plateau become a unit Gaussian. The map
+    is exact as a change of variables whatever the grid, so the posterior sampled is unchanged; only
+    its geometry is. Its range is the grid's, which truncates the density to it (edge mass
+    reported by :func:`grid_marginal`)."""
+
+    x0: jax.Array
+    h: jax.Array
+    logd: jax.Array        # normalised log density at the grid points (-inf: no mass)
+    slope: jax.Array       # log-density change over each cell
+    cum: jax.Array         # cumulative mass at the cell boundaries, cum[0] = 0, cum[-1] = 1
+
+    def __init__(self, grid, logd):
+        x = np.asarray(grid, dtype=float)
+        ld = np.asarray(logd, dtype=float)
+        if x.ndim != 1 or x.shape != ld.shape or x.size < 3 or not np.all(np.diff(x) > 0):
+            raise ValueError("grid and logd must be 1-d of one length >= 3, grid increasing")
+        if not np.allclose(np.diff(x), x[1] - x[0], rtol=1e-9, atol=1e-12):
+            raise ValueError("the grid must be equally spaced")
+        finite = np.isfinite(ld)
+        if not finite.any():
+            raise ValueError("logd is not finite anywhere")
+        h = x[1] - x[0]
+        ld = np.where(finite, ld - ld[finite].max(), -np.inf)
+        a, b = ld[:-1], ld[1:]
+        ok = np.isfinite(a) & np.isfinite(b)
+        a0, b0 = np.where(ok, a, 0.0), np.where(ok, b, 0.0)
+        sl = b0 - a0
+        small = np.abs(sl) < 1e-8
+        mass = np.where(ok, h * np.where(small, np.exp(a0) * (1.0 + sl / 2.0),
+                                         (np.exp(b0) - np.exp(a0)) / np.where(small, 1.0, sl)), 0.0)
+        total = mass.sum()
+        self.x0, self.h = jnp.asarray(x[0]), jnp.asarray(h)
+        self.logd = jnp.asarray(np.where(ok, a0, -np.inf) - np.log(total))   # per cell: value at its left end
+        self.slope = jnp.asarray(sl)
+        self.cum = jnp.asarray(np.concatenate([[0.0], np.cumsum(mass / total)]))
+
+    def __call__(self, u):
+        """``(theta, log |d theta / d u|)`` for a scalar ``u``."""
+        u = jnp.asarray(u, dtype=float)
+        p = jnp.clip(jax.scipy.special.ndtr(u), 1e-300, 1.0 - 1e-16)
+        k = jnp.clip(jnp.searchsorted(self.cum, p, side="right") - 1, 0, self.slope.shape[0] - 1)
+        m = jnp.maximum(self.cum[k + 1] - self.cum[k], 1e-300)
+        q = jnp.clip((p - self.cum[k]) / m, 0.0, 1.0)
+        s = self.slope[k]
+        a = jnp.abs(s)
+        a_ = jnp.where(a < 1e-8, 1.0, a)
+        rising = 1.0 + jnp.log(q + (1.0 - q) * jnp.exp(-a_)) / a_
+        falling = jnp.log1p(q * jnp.expm1(-a_)) / -a_
+        t = jnp.where(a < 1e-8, q, jnp.where(s > 0, rising, falling))
+        theta = self.x0 + self.h * (k + t)
+        log_f = self.logd[k] + s * t                                   # normalised density at theta
+        return theta, jax.scipy.stats.norm.logpdf(u) - log_f
+
+
 #: Prior of the between-study sd ``tau`` in the hierarchical NUTS: lognormal with median
 #: :data:`TAU_STUDY` and log-sd 0.5 (assumed; 90 % of the prior mass between 0.13 and 0.69).
 TAU_PRIOR_SIGMA = 0.5
@@ -809,8 +868,8 @@ def _adapted_scales(mcmc, n: int):
 
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
-         study_effect_draws: int = 100, start: str = "mode", adapt_mass: str | None = None, progress: bool = True,
-         error=None):
+         study_effect_draws: int = 100, start: str = "mode", adapt_mass: str | None = None,
+         grid_marginals: bool = True, progress: bool = True, error=None):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
     The model is the joint calibration's, with the between-study sd estimated instead of fixed:
@@ -831,6 +890,11 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     then sampled at step size 0.16 with 23-31 leapfrog steps per draw, benchmarks/RESULTS.md);
     ``"dense"`` (default with ``start="map"``) a full covariance (from warmup's ~75 draws it is
     noisier than the Hessian: one run sampled with 31-63 leapfrog steps per draw after it).
+    ``grid_marginals`` (default): a parameter whose Laplace the calibration's check refused
+    (``init.info["laplace_check"]``; on the library ``stimulation.a_itbs``) is left out of the
+    whitening and sampled through its :class:`GridTransform` instead, ``theta_i = F^{-1}(Phi(u_i))``
+    with the Jacobian in the density: an exact change of variables that turns its cliff and plateau
+    into a near-unit Gaussian wherever the slice matches its marginal.
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
     parallel threads; chains run one after the other.
 
@@ -859,18 +923,37 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     K = jp.K
     host = _HostLogLikelihood(jp)
     loglik = _joint_loglik(host)
-    theta0, cov, start_info = nuts_start(jp, host, load() if init is None else init, start=start, progress=progress)
+    cal = load() if init is None else init
+    theta0, cov, start_info = nuts_start(jp, host, cal, start=start, progress=progress)
     mu, sigma = (jnp.asarray(a) for a in theta_prior(jp))
     transforms = [jp.meta[k]["transform"] for k in jp.keys]
-
-    S, V = np.linalg.eigh(0.5 * (cov + cov.T))
-    whiten = V * np.sqrt(np.maximum(S, 1e-12 * S.max()))
-    start_j, whiten_j = jnp.asarray(theta0), jnp.asarray(whiten)
     n = len(theta0)
+    grid_index, grid_maps = [], []
+    if grid_marginals:
+        for key, row in (cal.info.get("laplace_check") or {}).get("parameters", {}).items():
+            if row.get("refused") and key in jp.keys and "grid" in row:
+                grid_index.append(jp.keys.index(key))
+                grid_maps.append(GridTransform(row["grid"], row["grid_logd"]))
+    rest = np.asarray([i for i in range(n) if i not in grid_index], dtype=int)
+    cov_rest = cov[np.ix_(rest, rest)]
+    S, V = np.linalg.eigh(0.5 * (cov_rest + cov_rest.T))
+    whiten = V * np.sqrt(np.maximum(S, 1e-12 * S.max()))
+    start_j, whiten_j, rest_j = jnp.asarray(theta0), jnp.asarray(whiten), jnp.asarray(rest)
+    if progress and grid_index:
+        print(f"[pkpd.calibrate nuts] sampled through their slice-grid transforms: "
+              f"{', '.join(jp.keys[i] for i in grid_index)}", flush=True)
 
     def model():
         u = numpyro.sample("u", dist.ImproperUniform(dist.constraints.real_vector, (), event_shape=(n,)))
-        theta = numpyro.deterministic("theta", start_j + whiten_j @ u)
+        theta = start_j.at[rest_j].add(whiten_j @ u[rest_j])
+        log_jac = 0.0
+        for i, gmap in zip(grid_index, grid_maps):
+            th_i, lj = gmap(u[i])
+            theta = theta.at[i].set(th_i)
+            log_jac = log_jac + lj
+        theta = numpyro.deterministic("theta", theta)
+        if grid_index:
+            numpyro.factor("grid_jacobian", log_jac)
         numpyro.factor("prior", jnp.sum(dist.Normal(mu, sigma).log_prob(theta)))
         z = theta[:K]
         numpyro.deterministic("parameters", z)
@@ -891,7 +974,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     idata = az.from_numpyro(mcmc, coords={"parameter": jp.keys, "theta_dim_0": np.arange(n), "direction": np.arange(n)},
                             dims={"parameters": ["parameter"], "natural": ["parameter"], "theta": ["theta_dim_0"],
                                   "u": ["direction"]})
-    # the warmup's variance per whitened direction (1 = the start's covariance), per chain
+    # the warmup's variance per direction of u (1 = the start's covariance), per chain
     adapted = _adapted_scales(mcmc, n) if adapt == "scale" else None
     t2 = time.perf_counter()
     thetas = np.asarray(mcmc.get_samples()["theta"])
@@ -910,6 +993,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, study_effect_seconds=effect_seconds,
         start=json.dumps(start_info), adapt_mass=adapt,
         start_theta=json.dumps(np.asarray(theta0).tolist()), whitening=json.dumps(whiten.tolist()),
+        whitened_indices=json.dumps(rest.tolist()), grid_parameters=json.dumps([jp.keys[i] for i in grid_index]),
         adapted_variance=json.dumps(adapted),
         gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
                                                        f"{len(host.x)} nodes per study)",
@@ -962,10 +1046,14 @@ def main(argv=None) -> int:
                     help="what warmup adapts in the start's whitened coordinates: nothing but the step size "
                          "(default with --start mode), one variance per direction, or a dense covariance "
                          "(default with --start map)")
+    ap.add_argument("--no-grid-marginals", action="store_true",
+                    help="(with --nuts) whiten every parameter, including those the Laplace check refused, "
+                         "instead of sampling those through their slice-grid transform")
     args = ap.parse_args(argv)
     if args.nuts:
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
-                     max_tree_depth=args.max_tree_depth, start=args.start, adapt_mass=args.adapt_mass)
+                     max_tree_depth=args.max_tree_depth, start=args.start, adapt_mass=args.adapt_mass,
+                     grid_marginals=not args.no_grid_marginals)
         out = Path(args.out or "calibration_nuts.nc")
         idata.to_netcdf(str(out))
         import pandas as pd
