@@ -335,3 +335,20 @@ def test_hierarchical_nuts_samples_a_refused_parameter_through_its_grid(shipped)
     W, t0 = np.asarray(json.loads(post.attrs["whitening"])), np.asarray(json.loads(post.attrs["start_theta"]))
     np.testing.assert_allclose(theta[:, rest], t0[rest] + u[:, rest] @ W.T, rtol=1e-10, atol=1e-10)
     assert np.all(theta[:, i] > np.log(1.3))  # never below the cliff
+
+
+def test_widen_xla_pool_adds_one_worker_and_keeps_a_users_value():
+    """NPROC (XLA's CPU pool size) becomes cores + 1 unless the user set it; importing
+    pkpd.calibrate must not start the JAX backend, or setting it would come too late."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os; from pkpd import calibrate; from jax._src import xla_bridge as xb; "
+            "started = bool(xb._backends); print(calibrate.widen_xla_pool(), os.cpu_count(), started)")
+    env = {k: v for k, v in os.environ.items() if k != "NPROC"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert int(out[0]) == int(out[1]) + 1 and out[2] == "False"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "NPROC": "7"}).stdout.split()
+    assert out[0] == "7"

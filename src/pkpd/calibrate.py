@@ -866,6 +866,21 @@ def _adapted_scales(mcmc, n: int):
         return None
 
 
+def widen_xla_pool() -> str:
+    """Give XLA's CPU worker pool one thread more than there are cores (unless ``NPROC`` is set).
+
+    :func:`nuts` evaluates the per-modality compiled solves from inside a ``pure_callback``, i.e.
+    from a computation that holds one of XLA's CPU workers (one per core) while it waits. The inner
+    solves then share the remaining workers: on 2 cores, one (measured: a single busy XLA thread,
+    load ~1.0 during the session-7 run). XLA sizes that pool from the ``NPROC`` environment variable
+    (an XLA internal meant for CI CPU reservations); with one worker more, the inner solves use
+    every core: 2.2x faster warmup iterations on the library (41 in 5 min 43 s against 36 in
+    10 min 54 s, same seed; benchmarks/RESULTS.md). Effective only before JAX starts its CPU
+    backend: ``python -m pkpd.calibrate --nuts`` calls it first; from a notebook, set
+    ``NPROC`` before starting Python. Returns the value in effect."""
+    return os.environ.setdefault("NPROC", str((os.cpu_count() or 1) + 1))
+
+
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
          study_effect_draws: int = 100, start: str = "mode", adapt_mass: str | None = None,
@@ -896,7 +911,8 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     with the Jacobian in the density: an exact change of variables that turns its cliff and plateau
     into a near-unit Gaussian wherever the slice matches its marginal.
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
-    parallel threads; chains run one after the other.
+    parallel threads (which share all cores only with :func:`widen_xla_pool` in effect); chains
+    run one after the other.
 
     Returned groups: posterior (``parameters`` over dim ``parameter`` in the fitted space,
     ``natural`` in natural units, ``tau``), sample_stats (divergences, tree depth), and
@@ -994,6 +1010,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         start=json.dumps(start_info), adapt_mass=adapt,
         start_theta=json.dumps(np.asarray(theta0).tolist()), whitening=json.dumps(whiten.tolist()),
         whitened_indices=json.dumps(rest.tolist()), grid_parameters=json.dumps([jp.keys[i] for i in grid_index]),
+        xla_nproc=os.environ.get("NPROC", "unset"),
         adapted_variance=json.dumps(adapted),
         gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
                                                        f"{len(host.x)} nodes per study)",
@@ -1051,6 +1068,7 @@ def main(argv=None) -> int:
                          "instead of sampling those through their slice-grid transform")
     args = ap.parse_args(argv)
     if args.nuts:
+        widen_xla_pool()
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
                      max_tree_depth=args.max_tree_depth, start=args.start, adapt_mass=args.adapt_mass,
                      grid_marginals=not args.no_grid_marginals)
