@@ -476,6 +476,30 @@ def _exp_cell_moments(s):
     return t1, t2
 
 
+def _cells(ld, h):
+    """Cells of a grid log density ``ld`` (spacing ``h``, linear within each cell): the change
+    ``s`` over each cell, its mass ``h int_0^1 exp(a + s t) dt`` (0 where an end is not finite) and
+    the cells' left-end values (0 where not finite)."""
+    a, b = ld[:-1], ld[1:]
+    ok = np.isfinite(a) & np.isfinite(b)
+    a0, b0 = np.where(ok, a, 0.0), np.where(ok, b, 0.0)
+    s = b0 - a0
+    small = np.abs(s) < 1e-8
+    mass = np.where(ok, h * np.where(small, np.exp(a0) * (1.0 + s / 2.0),
+                                     (np.exp(b0) - np.exp(a0)) / np.where(small, 1.0, s)), 0.0)
+    return s, mass, np.where(ok, a0, -np.inf)
+
+
+def _cell_inverse(xp, s, q):
+    """Inverse of the within-cell CDF ``(e^{s t} - 1) / (e^s - 1)`` at ``q`` in [0, 1], in a form
+    that cannot overflow; ``xp`` is numpy or jax.numpy."""
+    a = xp.abs(s)
+    a_ = xp.where(a < 1e-8, 1.0, a)
+    rising = 1.0 + xp.log(q + (1.0 - q) * xp.exp(-a_)) / a_
+    falling = xp.log1p(q * xp.expm1(-a_)) / -a_
+    return xp.where(a < 1e-8, q, xp.where(s > 0, rising, falling))
+
+
 def grid_marginal(logdens_1d, lo: float, hi: float, n: int = SLICE_GRID, *, draws: int, rng) -> dict:
     """Draws and moments of the 1-d density ``exp(logdens_1d(x))`` on ``[lo, hi]``.
 
@@ -494,24 +518,11 @@ def grid_marginal(logdens_1d, lo: float, hi: float, n: int = SLICE_GRID, *, draw
         raise ValueError("the log density is not finite anywhere on the grid")
     ld = np.where(finite, ld - ld[finite].max(), -np.inf)
     h = x[1] - x[0]
-    a, b = ld[:-1], ld[1:]
-    ok = np.isfinite(a) & np.isfinite(b)
-    a0, b0 = np.where(ok, a, 0.0), np.where(ok, b, 0.0)
-    s = b0 - a0                                     # change of the log density over a cell
-    small = np.abs(s) < 1e-8
-    # cell mass: h * int_0^1 exp(a + s u) du
-    mass = np.where(ok, h * np.where(small, np.exp(a0) * (1.0 + s / 2.0),
-                                     (np.exp(b0) - np.exp(a0)) / np.where(small, 1.0, s)), 0.0)
+    s, mass, _ = _cells(ld, h)
     p = mass / mass.sum()
     cell = rng.choice(p.size, size=int(draws), p=p)
     u = rng.uniform(size=int(draws))
-    sc = s[cell]
-    # inverse of the within-cell CDF (e^{s t} - 1) / (e^s - 1), in a form that cannot overflow
-    safe = np.where(np.abs(sc) < 1e-8, 1.0, sc)
-    rising = 1.0 + np.log(u + (1.0 - u) * np.exp(-np.abs(safe))) / np.abs(safe)
-    falling = np.log1p(u * np.expm1(-np.abs(safe))) / -np.abs(safe)
-    frac = np.where(np.abs(sc) < 1e-8, u, np.where(sc > 0, rising, falling))
-    out = x[cell] + h * frac
+    out = x[cell] + h * _cell_inverse(np, s[cell], u)
     # exact moments of the piecewise-exponential density: within a cell t = (x - x_k)/h has
     # density prop. to exp(s t) on [0, 1]
     t1, t2 = _exp_cell_moments(s)
@@ -533,7 +544,7 @@ class GridTransform(eqx.Module):
 
     x0: jax.Array
     h: jax.Array
-    logd: jax.Array        # normalised log density at the grid points (-inf: no mass)
+    logd: jax.Array        # normalised log density at each cell's left end (-inf: no mass)
     slope: jax.Array       # log-density change over each cell
     cum: jax.Array         # cumulative mass at the cell boundaries, cum[0] = 0, cum[-1] = 1
 
@@ -549,16 +560,10 @@ class GridTransform(eqx.Module):
             raise ValueError("logd is not finite anywhere")
         h = x[1] - x[0]
         ld = np.where(finite, ld - ld[finite].max(), -np.inf)
-        a, b = ld[:-1], ld[1:]
-        ok = np.isfinite(a) & np.isfinite(b)
-        a0, b0 = np.where(ok, a, 0.0), np.where(ok, b, 0.0)
-        sl = b0 - a0
-        small = np.abs(sl) < 1e-8
-        mass = np.where(ok, h * np.where(small, np.exp(a0) * (1.0 + sl / 2.0),
-                                         (np.exp(b0) - np.exp(a0)) / np.where(small, 1.0, sl)), 0.0)
+        sl, mass, left = _cells(ld, h)
         total = mass.sum()
         self.x0, self.h = jnp.asarray(x[0]), jnp.asarray(h)
-        self.logd = jnp.asarray(np.where(ok, a0, -np.inf) - np.log(total))   # per cell: value at its left end
+        self.logd = jnp.asarray(left - np.log(total))   # per cell: value at its left end
         self.slope = jnp.asarray(sl)
         self.cum = jnp.asarray(np.concatenate([[0.0], np.cumsum(mass / total)]))
 
@@ -570,11 +575,7 @@ class GridTransform(eqx.Module):
         m = jnp.maximum(self.cum[k + 1] - self.cum[k], 1e-300)
         q = jnp.clip((p - self.cum[k]) / m, 0.0, 1.0)
         s = self.slope[k]
-        a = jnp.abs(s)
-        a_ = jnp.where(a < 1e-8, 1.0, a)
-        rising = 1.0 + jnp.log(q + (1.0 - q) * jnp.exp(-a_)) / a_
-        falling = jnp.log1p(q * jnp.expm1(-a_)) / -a_
-        t = jnp.where(a < 1e-8, q, jnp.where(s > 0, rising, falling))
+        t = _cell_inverse(jnp, s, q)
         theta = self.x0 + self.h * (k + t)
         log_f = self.logd[k] + s * t                                   # normalised density at theta
         return theta, jax.scipy.stats.norm.logpdf(u) - log_f
