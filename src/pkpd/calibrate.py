@@ -25,10 +25,11 @@ pools every modality's usable rows (``pkpd.datasets()``) into one posterior:
 The shipped posterior is not a NUTS posterior of the joint model. :func:`nuts` (``python -m
 pkpd.calibrate --nuts``) samples the same model with NUTS, the between-study sd estimated and the
 study effects integrated out, from the marginal mode with a Hessian mass matrix; each of its
-gradients costs all modalities' forward-mode Jacobians (0.3-0.7 s for the whole library, on 2
-cores in parallel threads), at ~13 leapfrog steps per draw, and the all-data posterior has not
-yet been sampled to convergence (``stimulation.a_itbs`` has a cliff below ~1.45 and a plateau above,
-where the iTBS after-effect saturates, and mixes slowly; benchmarks/RESULTS.md);
+gradients costs all modalities' forward-mode Jacobians (0.34 s for the whole library on 2 cores
+with :func:`widen_xla_pool`), at ~15 leapfrog steps per draw. ``stimulation.a_itbs`` (a cliff below
+~1.45 and a plateau above) is sampled through its slice-grid transform and mixes (R-hat 1.00); the
+all-data posterior has still not been sampled to R-hat < 1.01 (psilocybin's PK 1.06-1.26, core
+parameters up to 1.03 in 52 min; benchmarks/RESULTS.md);
 per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
 
