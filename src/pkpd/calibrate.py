@@ -55,7 +55,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .fit import CLINICAL, FitError, Problem, _to_natural, _where
+from . import flipflop
+from .fit import FitError, Problem, _to_natural, _where
 
 #: Between-study sd of log effect sizes (assumed; see the module docstring).
 TAU_STUDY = 0.3
@@ -65,10 +66,7 @@ CALIBRATION = "calibration/posterior.json"
 
 
 def _card_of(problem: Problem, spec) -> str:
-    if spec.base in CLINICAL:
-        return "core"
-    species = spec.species or problem.obs.species[0]
-    return problem.used[species][spec.base].card
+    return problem.card_of(spec)
 
 
 def parameter_key(card: str, name: str) -> str:
@@ -868,6 +866,16 @@ def _adapted_scales(mcmc, n: int):
         return None
 
 
+def _reflected_share(mcmc, mirrored, chains: int) -> list[list[float]]:
+    """Per flip-flop triple, per chain: the share of draws the sampler took with ``ka < ke``
+    (reported folded onto ``ka >= ke``); ~0.5 when a chain crosses freely, 0 or 1 when it stays
+    in one mode (either is a correct sample of the folded posterior)."""
+    if not mirrored:
+        return []
+    theta = np.asarray(mcmc.get_samples(group_by_chain=True)["theta"])
+    return [[float(np.mean(flipflop.log_ratio(theta[c], t) < 0)) for c in range(chains)] for t in mirrored]
+
+
 def widen_xla_pool() -> str:
     """Give XLA's CPU worker pool one thread more than there are cores (unless ``NPROC`` is set).
 
@@ -886,7 +894,7 @@ def widen_xla_pool() -> str:
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
          study_effect_draws: int = 100, start: str = "mode", adapt_mass: str | None = None,
-         grid_marginals: bool = True, progress: bool = True, error=None):
+         grid_marginals: bool = True, flip_flop: bool = True, progress: bool = True, error=None):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
     The model is the joint calibration's, with the between-study sd estimated instead of fixed:
@@ -912,6 +920,13 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     whitening and sampled through its :class:`GridTransform` instead, ``theta_i = F^{-1}(Phi(u_i))``
     with the Jacobian in the density: an exact change of variables that turns its cliff and plateau
     into a near-unit Gaussian wherever the slice matches its marginal.
+    ``flip_flop`` (default): drugs with one-compartment first-order absorption (psilocybin, LSD)
+    have two mirror-image modes of equal likelihood, ``(ka, cl, v)`` and ``(ke, cl, v ke / ka)``
+    (:mod:`pkpd.flipflop`); their prior is symmetrised under the swap and the reported
+    ``parameters``/``natural`` draws are folded onto ``ka >= ke``, which samples the folded
+    posterior exactly even when the chains sit in opposite modes (``theta`` and ``u`` stay the
+    sampler's unfolded state). Attributes ``flip_flop`` (the triples) and ``flip_flop_reflected``
+    (per triple and chain, the share of draws taken with ``ka < ke``).
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
     parallel threads (which share all cores only with :func:`widen_xla_pool` in effect); chains
     run one after the other.
@@ -952,11 +967,15 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
             if row.get("refused") and key in jp.keys and "grid" in row:
                 grid_index.append(jp.keys.index(key))
                 grid_maps.append(GridTransform(row["grid"], row["grid_logd"]))
+    mirrored = flipflop.triples(jp.keys, flipflop.pk_structure, lambda k: jp.meta[k]["transform"]) if flip_flop else []
     rest = np.asarray([i for i in range(n) if i not in grid_index], dtype=int)
     cov_rest = cov[np.ix_(rest, rest)]
     S, V = np.linalg.eigh(0.5 * (cov_rest + cov_rest.T))
     whiten = V * np.sqrt(np.maximum(S, 1e-12 * S.max()))
     start_j, whiten_j, rest_j = jnp.asarray(theta0), jnp.asarray(whiten), jnp.asarray(rest)
+    if progress and mirrored:
+        print(f"[pkpd.calibrate nuts] flip-flop symmetric (ka <-> ke), prior symmetrised and draws reported with "
+              f"ka >= ke: {', '.join(jp.keys[t[0]].rpartition('.')[0] for t in mirrored)}", flush=True)
     if progress and grid_index:
         print(f"[pkpd.calibrate nuts] sampled through their slice-grid transforms: "
               f"{', '.join(jp.keys[i] for i in grid_index)}", flush=True)
@@ -972,8 +991,10 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         theta = numpyro.deterministic("theta", theta)
         if grid_index:
             numpyro.factor("grid_jacobian", log_jac)
-        numpyro.factor("prior", jnp.sum(dist.Normal(mu, sigma).log_prob(theta)))
+        numpyro.factor("prior", flipflop.log_prior(theta, mu, sigma, mirrored))
         z = theta[:K]
+        for t in mirrored:  # report the ka >= ke labelling (flipflop module docstring)
+            z = jnp.where(flipflop.log_ratio(z, t) < 0, flipflop.reflect(z, t), z)
         numpyro.deterministic("parameters", z)
         numpyro.deterministic("natural", jnp.stack([_to_natural(t, z[i]) for i, t in enumerate(transforms)]))
         numpyro.deterministic("tau", jnp.exp(theta[K]))
@@ -1012,6 +1033,8 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         start=json.dumps(start_info), adapt_mass=adapt,
         start_theta=json.dumps(np.asarray(theta0).tolist()), whitening=json.dumps(whiten.tolist()),
         whitened_indices=json.dumps(rest.tolist()), grid_parameters=json.dumps([jp.keys[i] for i in grid_index]),
+        flip_flop=json.dumps([[jp.keys[i] for i in t] for t in mirrored]),
+        flip_flop_reflected=json.dumps(_reflected_share(mcmc, mirrored, chains)),
         xla_nproc=os.environ.get("NPROC", "unset"),
         adapted_variance=json.dumps(adapted),
         gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
@@ -1068,12 +1091,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-grid-marginals", action="store_true",
                     help="(with --nuts) whiten every parameter, including those the Laplace check refused, "
                          "instead of sampling those through their slice-grid transform")
+    ap.add_argument("--no-flip-flop", action="store_true",
+                    help="(with --nuts) sample one-compartment oral PK (psilocybin, LSD) without symmetrising "
+                         "the prior under the ka <-> ke swap and without folding the draws onto ka >= ke")
     args = ap.parse_args(argv)
     if args.nuts:
         widen_xla_pool()
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
                      max_tree_depth=args.max_tree_depth, start=args.start, adapt_mass=args.adapt_mass,
-                     grid_marginals=not args.no_grid_marginals)
+                     grid_marginals=not args.no_grid_marginals, flip_flop=not args.no_flip_flop)
         out = Path(args.out or "calibration_nuts.nc")
         idata.to_netcdf(str(out))
         import pandas as pd

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cards
+from . import cards, flipflop
 from .modalities import build, get_modality
 from .observe import ClinicalLink, ErrorModel, ObservationSet, log_likelihood, predict, prepare
 
@@ -163,6 +163,18 @@ class Problem:
             return
         transform, mu, sigma = _prior_z(p)
         self.specs.append(ParamSpec(name, base, species, transform, mu, sigma, p.unit, p.status))
+
+    def card_of(self, spec: ParamSpec) -> str:
+        """The model card a fitted parameter comes from (``"core"`` for the clinical link)."""
+        if spec.base in CLINICAL:
+            return "core"
+        return self.used[spec.species or self.obs.species[0]][spec.base].card
+
+    def flip_flop_triples(self) -> list[tuple[int, int, int]]:
+        """Indices ``(ka, cl, v)`` of the fitted parameters with the flip-flop symmetry
+        (:mod:`pkpd.flipflop`): one-compartment oral PK with all three fitted on the log scale."""
+        keys = [f"{self.card_of(s)}.{s.name}" for s in self.specs]
+        return flipflop.triples(keys, flipflop.pk_structure, lambda k: self.specs[keys.index(k)].transform)
 
     @property
     def names(self) -> list[str]:
@@ -309,16 +321,26 @@ def fit_map(problem: Problem, *, starts: int = 3, seed: int = 0, max_steps: int 
                   problem=problem)
 
 
-def _numpyro_model(problem: Problem, *, forward_mode: bool = False):
+def _numpyro_model(problem: Problem, *, forward_mode: bool = False, flip_flop: bool = True):
     import numpyro
     import numpyro.distributions as dist
 
     value, sd = jnp.asarray(problem.obs.value), jnp.asarray(problem.sd())
     adjoint = dfx.ForwardMode() if forward_mode else None
+    mirrored = problem.flip_flop_triples() if flip_flop else []
+    mu, sigma = jnp.asarray(problem.mu), jnp.asarray(problem.sigma)
 
     def model(obs=None):
         z = jnp.stack([numpyro.sample(f"z_{s.name}", dist.Normal(s.mu, s.sigma)) for s in problem.specs])
-        for s, x in zip(problem.specs, [_to_natural(s.transform, z[i]) for i, s in enumerate(problem.specs)]):
+        shown = z
+        if mirrored:
+            # prior symmetrised under ka <-> ke (the sites' own normal prior is the plain one), and
+            # the named natural-unit values reported with ka >= ke: pkpd.flipflop
+            numpyro.factor("flip_flop_prior", flipflop.log_prior(z, mu, sigma, mirrored)
+                           - jnp.sum(dist.Normal(mu, sigma).log_prob(z)))
+            for t in mirrored:
+                shown = jnp.where(flipflop.log_ratio(shown, t) < 0, flipflop.reflect(shown, t), shown)
+        for s, x in zip(problem.specs, [_to_natural(s.transform, shown[i]) for i, s in enumerate(problem.specs)]):
             numpyro.deterministic(s.name, x)
         pred = problem.predict(z, adjoint=adjoint)
         numpyro.deterministic("prediction", pred)
@@ -327,7 +349,7 @@ def _numpyro_model(problem: Problem, *, forward_mode: bool = False):
     return model, value
 
 
-NUTS_OPTIONS = ("mass", "max_tree_depth", "target_accept", "forward_mode", "dense_mass", "prior_draws")
+NUTS_OPTIONS = ("mass", "max_tree_depth", "target_accept", "forward_mode", "dense_mass", "prior_draws", "flip_flop")
 
 
 def _check_nuts_options(opts: dict) -> None:
@@ -353,7 +375,7 @@ FORWARD_MODE_MAX_PARAMETERS = 8
 def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int = 500, seed: int = 0,
              progress: bool = True, dense_mass: bool = True, init: MapFit | None = None, prior_draws: int = 100,
              mass: str = "laplace", max_tree_depth: int = 10, target_accept: float = 0.8,
-             forward_mode: bool | None = None):
+             forward_mode: bool | None = None, flip_flop: bool = True):
     """NUTS (NumPyro) from the MAP; returns arviz InferenceData with posterior, prior,
     observed_data, posterior_predictive and log_likelihood. Chains run sequentially (NOTES.md:
     ``parallel`` fails with diffrax's checkpointed loop).
@@ -363,14 +385,19 @@ def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int
     space; ``"identity"`` is NumPyro's default start. ``max_tree_depth`` caps the leapfrog steps
     per draw at 2**depth - 1; ``target_accept`` is the dual-averaging target. ``forward_mode``:
     gradients by forward-mode sensitivities (default when there are at most
-    :data:`FORWARD_MODE_MAX_PARAMETERS` parameters) instead of reverse mode."""
+    :data:`FORWARD_MODE_MAX_PARAMETERS` parameters) instead of reverse mode. ``flip_flop``
+    (default): where ``ka``, ``cl`` and ``v`` of a one-compartment oral drug are all fitted
+    (psilocybin, LSD), their prior is symmetrised under the swap ``(ka, cl, v) -> (ke, cl, v ke/ka)``
+    that leaves every prediction unchanged, and the named natural-unit variables (``ka@human``, ...)
+    are reported with ``ka >= ke`` (:mod:`pkpd.flipflop`); the sampled ``z_*`` sites stay unfolded.
+    Attribute ``flip_flop``: the folded triples' names."""
     import arviz as az
     from numpyro.infer import MCMC, NUTS, Predictive, init_to_value
 
     _check_nuts_options(dict(mass=mass, max_tree_depth=max_tree_depth, target_accept=target_accept))
     if forward_mode is None:
         forward_mode = len(problem.specs) <= FORWARD_MODE_MAX_PARAMETERS
-    model, value = _numpyro_model(problem, forward_mode=bool(forward_mode))
+    model, value = _numpyro_model(problem, forward_mode=bool(forward_mode), flip_flop=bool(flip_flop))
     if init is None:
         init = fit_map(problem, starts=1, progress=progress)
     sites = tuple(f"z_{n}" for n in problem.names)
@@ -400,7 +427,9 @@ def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int
     n_div = int(np.sum(np.asarray(extra["diverging"]))) if "diverging" in extra else -1
     idata.posterior.attrs.update(modality=problem.modality, sampling_seconds=seconds, parameters=json.dumps(problem.names),
                                  pkpd_fit="nuts", divergences=n_div, mass=mass, max_tree_depth=int(max_tree_depth),
-                                 forward_mode=int(bool(forward_mode)))
+                                 forward_mode=int(bool(forward_mode)),
+                                 flip_flop=json.dumps([[problem.names[i] for i in t] for t in
+                                                       (problem.flip_flop_triples() if flip_flop else [])]))
     return idata
 
 
@@ -422,7 +451,7 @@ def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, c
     ``parameters`` (names; ``"cl@human"`` for species-specific PK), ``chains``, ``warmup``,
     ``draws``, ``seed``, ``starts`` (MAP multi-start), ``progress``, ``error`` (:class:`ErrorModel`),
     ``nuts_options`` (keyword arguments of :func:`fit_nuts`: ``mass``, ``max_tree_depth``,
-    ``target_accept``, ``forward_mode``, ``dense_mass``, ``prior_draws``).
+    ``target_accept``, ``forward_mode``, ``dense_mass``, ``prior_draws``, ``flip_flop``).
     """
     from .plasticity import PlasticityModel
 
