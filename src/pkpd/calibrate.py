@@ -28,8 +28,9 @@ study effects integrated out, from the marginal mode with a Hessian mass matrix;
 gradients costs all modalities' forward-mode Jacobians (0.34 s for the whole library on 2 cores
 with :func:`widen_xla_pool`), at ~15 leapfrog steps per draw. ``stimulation.a_itbs`` (a cliff below
 ~1.45 and a plateau above) is sampled through its slice-grid transform and mixes (R-hat 1.00); the
-all-data posterior has still not been sampled to R-hat < 1.01 (psilocybin's PK 1.06-1.26, core
-parameters up to 1.03 in 52 min; benchmarks/RESULTS.md);
+all-data posterior has still not been sampled to R-hat < 1.01 (core parameters up to 1.04 in
+64 min; psilocybin's PK, folded onto ka >= ke by :mod:`pkpd.flipflop`, at 1.00;
+benchmarks/RESULTS.md);
 per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
 
