@@ -352,3 +352,47 @@ def test_widen_xla_pool_adds_one_worker_and_keeps_a_users_value():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, "NPROC": "7"}).stdout.split()
     assert out[0] == "7"
+
+
+def test_solve_settings_validate_and_reach_the_problems_predictions():
+    """A Problem's ODE settings are FIT_SOLVE with its overrides; bad overrides fail clearly, and
+    JointProblem hands each modality its own."""
+    import diffrax as dfx
+
+    from pkpd.fit import FIT_SOLVE, FitError, describe_solve, solve_settings
+
+    assert solve_settings() == FIT_SOLVE
+    s = solve_settings({"rtol": 1e-3, "solver": dfx.Bosh3()})
+    assert s["rtol"] == 1e-3 and isinstance(s["solver"], dfx.Bosh3) and s["atol"] == FIT_SOLVE["atol"]
+    assert describe_solve(s) == "Bosh3 rtol=0.001 atol=1e-09"
+    for bad, match in [({"rtl": 1e-3}, "unknown keys"), ({"rtol": 0.0}, "rtol"), ({"atol": np.nan}, "atol"),
+                       ({"max_steps": 0}, "max_steps"), ({"solver": "Tsit5"}, "not a diffrax solver"),
+                       ([("rtol", 1e-3)], "must be a dict")]:
+        with pytest.raises(FitError, match=match):
+            solve_settings(bad)
+    with pytest.raises(ValueError, match="unknown modalities"):
+        calibrate.JointProblem(["dmt"], solve={"dmtt": {}}, progress=False)
+    # dmt's PK rows are solved exactly (matrix exponentials); its ODE-free predictions must not move
+    jp = calibrate.JointProblem(["dmt"], solve={"dmt": {"rtol": 1e-2, "solver": dfx.Bosh3()}}, progress=False)
+    pb = jp.problems["dmt"]
+    assert isinstance(pb.solve["solver"], dfx.Bosh3) and pb.solve["rtol"] == 1e-2
+    z = jnp.asarray(pb.mu)
+    np.testing.assert_allclose(np.asarray(pb.predict(z)), np.asarray(Problem("dmt").predict(z)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("modality", sorted(calibrate.NUTS_SOLVE))
+def test_nuts_solve_is_accurate_at_the_shipped_map(shipped, modality):
+    """Every per-modality NUTS_SOLVE entry must keep predictions and forward-mode Jacobians at
+    the shipped MAP within the budget NUTS_SOLVE states, against Tsit5 at rtol 1e-9 (a looser
+    entry that a model change made inaccurate fails here)."""
+    import diffrax as dfx
+
+    jp = calibrate.JointProblem([modality], solve={modality: calibrate.NUTS_SOLVE[modality]}, progress=False)
+    pb = jp.problems[modality]
+    ref = Problem(modality, solve=dict(rtol=1e-9, atol=1e-12, solver=dfx.Tsit5(), max_steps=400_000))
+    z = jnp.asarray([shipped.map_z[shipped.keys.index(k)] for k in jp.keys])
+    jac, pred = jp._jac[modality](z)
+    jac_ref, pred_ref = calibrate.JointProblem._compile(ref)(z)
+    sd = pb.sd()
+    assert np.max(np.abs(np.asarray(pred) - np.asarray(pred_ref)) / sd) < calibrate.NUTS_SOLVE_BUDGET["prediction"]
+    assert np.max(np.abs(np.asarray(jac) - np.asarray(jac_ref)) / sd[:, None]) < calibrate.NUTS_SOLVE_BUDGET["jacobian"]

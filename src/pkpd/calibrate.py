@@ -57,10 +57,34 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import flipflop
-from .fit import FitError, Problem, _to_natural, _where
+from .fit import FitError, Problem, _to_natural, _where, describe_solve
 
 #: Between-study sd of log effect sizes (assumed; see the module docstring).
 TAU_STUDY = 0.3
+#: Per-modality ODE solver settings of :func:`nuts` (overrides of :data:`pkpd.fit.FIT_SOLVE`,
+#: Tsit5 rtol 1e-6). Chosen by the cost and accuracy of each modality's forward-mode Jacobian,
+#: measured over the shipped MAP and 25 shipped draws against Tsit5 at rtol 1e-9
+#: (``python benchmarks/nuts_solve.py``; benchmarks/RESULTS.md "Session 10"). Looser where the
+#: expensive daily-dosing / daily-session solves stay accurate (escitalopram, Bosh3 rtol 1e-3:
+#: 50 ms against 179 ms, prediction error 1e-6 sd); tighter where a single session's after-effect
+#: is stiff and the fit setting's prediction error was largest (iTBS: 6e-3 sd at rtol 1e-6, 1e-5
+#: at rtol 1e-8, for about the same 20 ms). The log-likelihood moves by < 0.01: a bias far inside
+#: the posterior's width, for 1.5x cheaper gradients. Modalities not listed keep FIT_SOLVE (their
+#: PK rows are solved exactly, or no gain was measured).
+NUTS_SOLVE: dict[str, dict] = {
+    "escitalopram": dict(solver=dfx.Bosh3(), rtol=1e-3, atol=1e-6),
+    "rtms_10hz": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
+    "accelerated_itbs": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
+    "ect": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
+    "mst": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
+    "itbs": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=65_536),
+    "rtms_1hz": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=65_536),
+    "ctbs": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=65_536),
+}
+#: What :data:`NUTS_SOLVE` promises at the shipped MAP against Tsit5 at rtol 1e-9, in units of
+#: each row's sd: the largest prediction error and the largest error of d prediction / d z
+#: (tests/test_calibrate.py checks it per entry).
+NUTS_SOLVE_BUDGET = {"prediction": 5e-2, "jacobian": 1.0}
 #: Posterior draws stored in the shipped calibration.
 N_DRAWS = 200
 CALIBRATION = "calibration/posterior.json"
@@ -83,19 +107,25 @@ def _split_key(key: str) -> tuple[str, str, str | None]:
 
 class JointProblem:
     """Every modality's :class:`pkpd.fit.Problem`, with parameters pooled by card key and one
-    random effect per study arm."""
+    random effect per study arm. ``solve``: per modality, overrides of the fit's ODE solver
+    settings (:func:`pkpd.fit.solve_settings`; e.g. :data:`NUTS_SOLVE`)."""
 
-    def __init__(self, modalities=None, *, tau: float = TAU_STUDY, error=None, progress: bool = True):
+    def __init__(self, modalities=None, *, tau: float = TAU_STUDY, error=None, progress: bool = True,
+                 solve: dict | None = None):
         from .modalities import modalities as all_modalities
 
         if not (np.isfinite(tau) and tau > 0):
             raise ValueError(f"tau={tau!r} must be a positive finite number (between-study sd of log effects)")
+        solve = dict(solve or {})
+        unknown = sorted(set(solve) - set(all_modalities()))
+        if unknown:
+            raise ValueError(f"solve: unknown modalities {unknown}; valid: {all_modalities()}")
         self.tau = float(tau)
         self.problems: dict[str, Problem] = {}
         self.skipped: dict[str, str] = {}
         for m in modalities or all_modalities():
             try:
-                self.problems[m] = Problem(m, error=error)
+                self.problems[m] = Problem(m, error=error, solve=solve.get(m))
             except FitError as e:
                 self.skipped[m] = str(e)
             if progress:
@@ -895,7 +925,8 @@ def widen_xla_pool() -> str:
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
          study_effect_draws: int = 100, start: str = "mode", adapt_mass: str | None = None,
-         grid_marginals: bool = True, flip_flop: bool = True, progress: bool = True, error=None):
+         grid_marginals: bool = True, flip_flop: bool = True, solve: dict | None = NUTS_SOLVE,
+         progress: bool = True, error=None):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
     The model is the joint calibration's, with the between-study sd estimated instead of fixed:
@@ -928,6 +959,9 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     posterior exactly even when the chains sit in opposite modes (``theta`` and ``u`` stay the
     sampler's unfolded state). Attributes ``flip_flop`` (the triples) and ``flip_flop_reflected``
     (per triple and chain, the share of draws taken with ``ka < ke``).
+    ``solve``: per modality, overrides of the fit's ODE solver settings (default
+    :data:`NUTS_SOLVE`, chosen per modality by the accuracy and cost of its Jacobian; ``None``: the
+    MAP's :data:`pkpd.fit.FIT_SOLVE` everywhere). Attribute ``solve``: the settings each modality used.
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
     parallel threads (which share all cores only with :func:`widen_xla_pool` in effect); chains
     run one after the other.
@@ -953,7 +987,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     if adapt not in ADAPT_MASS:
         raise ValueError(f"adapt_mass={adapt_mass!r}; valid: {list(ADAPT_MASS)} (or None)")
     t0 = time.perf_counter()
-    jp = JointProblem(modalities, error=error, progress=progress)
+    jp = JointProblem(modalities, error=error, progress=progress, solve=solve)
     K = jp.K
     host = _HostLogLikelihood(jp)
     loglik = _joint_loglik(host)
@@ -1037,6 +1071,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         flip_flop=json.dumps([[jp.keys[i] for i in t] for t in mirrored]),
         flip_flop_reflected=json.dumps(_reflected_share(mcmc, mirrored, chains)),
         xla_nproc=os.environ.get("NPROC", "unset"),
+        solve=json.dumps({m: describe_solve(pb.solve) for m, pb in jp.problems.items()}),
         adapted_variance=json.dumps(adapted),
         gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
                                                        f"{len(host.x)} nodes per study)",
@@ -1095,12 +1130,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-flip-flop", action="store_true",
                     help="(with --nuts) sample one-compartment oral PK (psilocybin, LSD) without symmetrising "
                          "the prior under the ka <-> ke swap and without folding the draws onto ka >= ke")
+    ap.add_argument("--fit-solve", action="store_true",
+                    help="(with --nuts) solve every modality with the MAP's ODE settings (pkpd.fit.FIT_SOLVE) "
+                         "instead of the per-modality NUTS_SOLVE")
     args = ap.parse_args(argv)
     if args.nuts:
         widen_xla_pool()
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
                      max_tree_depth=args.max_tree_depth, start=args.start, adapt_mass=args.adapt_mass,
-                     grid_marginals=not args.no_grid_marginals, flip_flop=not args.no_flip_flop)
+                     grid_marginals=not args.no_grid_marginals, flip_flop=not args.no_flip_flop,
+                     solve=None if args.fit_solve else NUTS_SOLVE)
         out = Path(args.out or "calibration_nuts.nc")
         idata.to_netcdf(str(out))
         import pandas as pd

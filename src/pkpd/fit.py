@@ -47,6 +47,35 @@ CLINICAL = ("clinical_spread", "remission_improvement")
 #: (measured ~2x faster than Kvaerno5 here, same optimum); a bounded max_steps keeps the
 #: checkpointed reverse pass small.
 FIT_SOLVE = dict(rtol=1e-6, atol=1e-9, solver=dfx.Tsit5(), max_steps=16_384)
+#: Keys a :class:`Problem`'s ``solve`` may override in :data:`FIT_SOLVE`.
+SOLVE_KEYS = ("solver", "rtol", "atol", "max_steps", "dtmax")
+
+
+def solve_settings(solve: dict | None = None) -> dict:
+    """:data:`FIT_SOLVE` with the given overrides, validated (unknown keys, non-positive
+    tolerances, max_steps < 1 and non-diffrax solvers are refused)."""
+    out = dict(FIT_SOLVE)
+    if solve is None:
+        return out
+    if not isinstance(solve, dict):
+        raise FitError(f"solve={solve!r} must be a dict with keys among {SOLVE_KEYS}")
+    unknown = sorted(set(solve) - set(SOLVE_KEYS))
+    if unknown:
+        raise FitError(f"solve: unknown keys {unknown}; valid: {list(SOLVE_KEYS)}")
+    for k in ("rtol", "atol"):
+        if k in solve and not (np.isfinite(solve[k]) and solve[k] > 0):
+            raise FitError(f"solve: {k}={solve[k]!r} must be a positive finite number")
+    if "max_steps" in solve and not (isinstance(solve["max_steps"], (int, np.integer)) and solve["max_steps"] >= 1):
+        raise FitError(f"solve: max_steps={solve['max_steps']!r} must be an integer >= 1")
+    if "solver" in solve and not isinstance(solve["solver"], dfx.AbstractSolver):
+        raise FitError(f"solve: solver={solve['solver']!r} is not a diffrax solver")
+    out.update(solve)
+    return out
+
+
+def describe_solve(solve: dict) -> str:
+    """``"Tsit5 rtol=1e-06 atol=1e-09"``: a solve setting in words (for attributes and notes)."""
+    return f"{type(solve['solver']).__name__} rtol={solve['rtol']:g} atol={solve['atol']:g}"
 
 
 class FitError(ValueError):
@@ -96,10 +125,13 @@ def _where(model, base):
 class Problem:
     """A modality, its data, the models per species, and the fitted parameter specifications."""
 
-    def __init__(self, modality: str, data=None, *, parameters=None, error: ErrorModel | None = None):
+    def __init__(self, modality: str, data=None, *, parameters=None, error: ErrorModel | None = None,
+                 solve: dict | None = None):
         from .data import datasets, load_curves
 
         get_modality(modality)
+        #: ODE solver settings of :meth:`predict`: :data:`FIT_SOLVE` with ``solve``'s overrides
+        self.solve = solve_settings(solve)
         self.modality = modality
         df = datasets(modality) if data is None else load_curves(data)
         self.models: dict = {}
@@ -199,7 +231,7 @@ class Problem:
 
     def predict(self, z, *, adjoint=None):
         models, clinical = self.apply(z)
-        opts = dict(FIT_SOLVE)
+        opts = dict(self.solve)
         if adjoint is not None:
             opts["adjoint"] = adjoint
         return predict(models, clinical, self.obs, solve_options=opts)
