@@ -70,6 +70,9 @@ def test_fold_puts_every_draw_on_ka_ge_ke_and_leaves_those_alone():
     np.testing.assert_allclose(f[~keep], flipflop.reflect(z[~keep], TRIPLE))
     np.testing.assert_array_equal(f[:, 3], z[:, 3])        # other parameters untouched
     np.testing.assert_allclose(f[:, 1], z[:, 1])           # clearance never changes
+    # the traced version (inside the NUTS models) folds one vector at a time, identically
+    fj = jax.jit(jax.vmap(lambda x: flipflop.fold_jax(x, [TRIPLE])))(jnp.asarray(z))
+    np.testing.assert_allclose(np.asarray(fj), f, rtol=1e-14, atol=1e-14)
 
 
 def test_symmetrised_prior_is_the_mirror_average():

@@ -25,12 +25,13 @@ pools every modality's usable rows (``pkpd.datasets()``) into one posterior:
 The shipped posterior is not a NUTS posterior of the joint model. :func:`nuts` (``python -m
 pkpd.calibrate --nuts``) samples the same model with NUTS, the between-study sd estimated and the
 study effects integrated out, from the marginal mode with a Hessian mass matrix; each of its
-gradients costs all modalities' forward-mode Jacobians (0.34 s for the whole library on 2 cores
-with :func:`widen_xla_pool`), at ~15 leapfrog steps per draw. ``stimulation.a_itbs`` (a cliff below
-~1.45 and a plateau above) is sampled through its slice-grid transform and mixes (R-hat 1.00); the
+gradients costs all modalities' forward-mode Jacobians (0.20-0.24 s for the whole library on 2
+cores with :func:`widen_xla_pool` and the per-modality solver settings :data:`NUTS_SOLVE`; 0.40 s
+with the MAP's), at ~19 leapfrog steps per draw. ``stimulation.a_itbs`` (a cliff below ~1.45 and a
+plateau above) is sampled through its slice-grid transform and mixes (R-hat 1.01, ESS 375); the
 all-data posterior has still not been sampled to R-hat < 1.01 (core parameters up to 1.04 in
-64 min; psilocybin's PK, folded onto ka >= ke by :mod:`pkpd.flipflop`, at 1.00;
-benchmarks/RESULTS.md);
+36 min, the clinical link ``g_spine``/``clinical_spread`` slowest; psilocybin's PK, folded onto
+ka >= ke by :mod:`pkpd.flipflop`, at 1.00-1.01; benchmarks/RESULTS.md);
 per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
 
@@ -66,11 +67,11 @@ TAU_STUDY = 0.3
 #: measured over the shipped MAP and 25 shipped draws against Tsit5 at rtol 1e-9
 #: (``python benchmarks/nuts_solve.py``; benchmarks/RESULTS.md "Session 10"). Looser where the
 #: expensive daily-dosing / daily-session solves stay accurate (escitalopram, Bosh3 rtol 1e-3:
-#: 50 ms against 179 ms, prediction error 1e-6 sd); tighter where a single session's after-effect
+#: 49 ms against 194 ms, prediction error 1e-6 sd); tighter where a single session's after-effect
 #: is stiff and the fit setting's prediction error was largest (iTBS: 6e-3 sd at rtol 1e-6, 1e-5
-#: at rtol 1e-8, for about the same 20 ms). The log-likelihood moves by < 0.01: a bias far inside
-#: the posterior's width, for 1.5x cheaper gradients. Modalities not listed keep FIT_SOLVE (their
-#: PK rows are solved exactly, or no gain was measured).
+#: at rtol 1e-8, for about the same 20 ms). The log-likelihood moves by <= 0.025: a bias far
+#: inside the posterior's width, for 1.7x cheaper gradients (0.40 s -> 0.24 s, same run).
+#: Modalities not listed keep FIT_SOLVE (their PK rows are solved exactly, or no gain was measured).
 NUTS_SOLVE: dict[str, dict] = {
     "escitalopram": dict(solver=dfx.Bosh3(), rtol=1e-3, atol=1e-6),
     "rtms_10hz": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
@@ -1027,9 +1028,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         if grid_index:
             numpyro.factor("grid_jacobian", log_jac)
         numpyro.factor("prior", flipflop.log_prior(theta, mu, sigma, mirrored))
-        z = theta[:K]
-        for t in mirrored:  # report the ka >= ke labelling (flipflop module docstring)
-            z = jnp.where(flipflop.log_ratio(z, t) < 0, flipflop.reflect(z, t), z)
+        z = flipflop.fold_jax(theta[:K], mirrored)  # report the ka >= ke labelling (flipflop module docstring)
         numpyro.deterministic("parameters", z)
         numpyro.deterministic("natural", jnp.stack([_to_natural(t, z[i]) for i, t in enumerate(transforms)]))
         numpyro.deterministic("tau", jnp.exp(theta[K]))

@@ -370,8 +370,7 @@ def _numpyro_model(problem: Problem, *, forward_mode: bool = False, flip_flop: b
             # the named natural-unit values reported with ka >= ke: pkpd.flipflop
             numpyro.factor("flip_flop_prior", flipflop.log_prior(z, mu, sigma, mirrored)
                            - jnp.sum(dist.Normal(mu, sigma).log_prob(z)))
-            for t in mirrored:
-                shown = jnp.where(flipflop.log_ratio(shown, t) < 0, flipflop.reflect(shown, t), shown)
+            shown = flipflop.fold_jax(z, mirrored)
         for s, x in zip(problem.specs, [_to_natural(s.transform, shown[i]) for i, s in enumerate(problem.specs)]):
             numpyro.deterministic(s.name, x)
         pred = problem.predict(z, adjoint=adjoint)

@@ -101,6 +101,14 @@ def fold(z, triples_):
     return z
 
 
+def fold_jax(z, triples_):
+    """:func:`fold` for one parameter vector inside a traced (jax) computation: where a triple has
+    ``ka < ke``, its reflection. Pure, so ``jit`` and ``grad`` pass through."""
+    for t in triples_:
+        z = jnp.where(log_ratio(z, t) < 0, reflect(z, t), z)
+    return z
+
+
 def log_prior(z, mu, sigma, triples_):
     """Independent normal log prior of ``z`` (jax), each triple's factor symmetrised under its
     reflection: ``log((p(z_t) + p(M z_t)) / 2)``. Symmetric under every triple's ``M``; equal to
