@@ -160,6 +160,7 @@ def test_host_log_likelihood_integrates_study_effects_out_and_matches_finite_dif
     bad = theta.copy()
     bad[jp.K] = 800.0  # tau overflows: the point is refused, not NaN
     assert host(bad)[0] == -np.inf
+    assert host.refused == {"tau overflows": 1} and host.refused_at["tau overflows"][jp.K] == 800.0
 
 
 def test_hierarchical_nuts_runs_and_reports(tmp_path):
@@ -191,6 +192,82 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     idata.to_netcdf(str(p))
     back = az.from_netcdf(str(p))
     np.testing.assert_array_equal(np.asarray(back.posterior["tau"]), np.asarray(post["tau"]))
+    # the shipped metric is for all modalities' parameters, so this subset runs on the start's covariance
+    used = json.loads(post.attrs["metric"])
+    assert used["from"] is None and "other parameters" in used["why"]
+    # a metric from these draws, with n_eff so large that every direction counts as signal: the whitening
+    # of the next run is then that sample covariance exactly (the start's covariance replaced)
+    metric = calibrate.metric_from_posterior(idata)
+    theta = np.asarray(post["theta"]).reshape(-1, W.shape[0])
+    np.testing.assert_allclose(metric["covariance"], np.cov(theta.T), rtol=1e-12)
+    assert metric["keys"][-1] == "log_tau" and metric["draws"] == 20 and metric["n_eff"] > 0
+    with open(tmp_path / "metric.json", "w") as f:
+        json.dump(dict(metric, n_eff=1e9), f)
+    again = calibrate.nuts(["dmt", "sertraline"], chains=1, warmup=4, draws=2, progress=False, max_tree_depth=3,
+                           metric=str(tmp_path / "metric.json"), study_effect_draws=0)
+    W2 = np.asarray(json.loads(again.posterior.attrs["whitening"]))
+    rest = json.loads(again.posterior.attrs["whitened_indices"])
+    np.testing.assert_allclose(W2 @ W2.T, np.cov(theta.T)[np.ix_(rest, rest)], rtol=1e-6, atol=1e-12)
+    assert json.loads(again.posterior.attrs["metric"])["from"] == str(tmp_path / "metric.json")
+    assert again.posterior.attrs["adaptation_windows"] == "one (step size only)"
+    assert post.attrs["adaptation_windows"].startswith("numpyro")  # adapt_mass="scale" keeps Stan's windows
+    with pytest.raises(ValueError, match="not this run's parameters"):
+        calibrate.nuts(["dmt"], metric=metric, progress=False)
+
+
+def test_one_adaptation_window_is_one_window_and_is_restored():
+    """Inside the block the warmup schedule is one window (no restart of the step size's dual
+    averaging); outside, NumPyro's own schedule, also after an exception."""
+    from numpyro.infer import hmc_util
+
+    stan = hmc_util.build_adaptation_schedule(75)
+    assert len(stan) == 3 and stan[-1].start == 68  # the last 7 of 75 iterations set the step size
+    with calibrate.one_adaptation_window():
+        assert hmc_util.build_adaptation_schedule(75) == [hmc_util.AdaptWindow(0, 74)]
+    with pytest.raises(RuntimeError), calibrate.one_adaptation_window():
+        raise RuntimeError("inside")
+    assert hmc_util.build_adaptation_schedule(75) == stan
+
+
+def test_corrected_covariance_keeps_the_signal_and_drops_the_noise():
+    """Whitened by the start's covariance, a sample covariance has Marchenko-Pastur noise; only
+    directions outside that bulk change the start's covariance: a direction 8x wider in variance is
+    recovered (value and direction), and draws from the start's covariance itself change nothing."""
+    rng = np.random.default_rng(11)
+    d, n = 10, 400
+    A = rng.normal(size=(d, d))
+    cov = A @ A.T + 0.5 * np.eye(d)
+    L = np.linalg.cholesky(cov)
+    v = rng.normal(size=d)
+    v /= np.linalg.norm(v)
+    true = L @ (np.eye(d) + 7.0 * np.outer(v, v)) @ L.T  # 8x the variance along L v
+    draws = rng.multivariate_normal(np.zeros(d), true, size=n)
+    out, info = calibrate.corrected_covariance(cov, np.cov(draws.T), n)
+    Li = np.linalg.inv(L)
+    w, V = np.linalg.eigh(Li @ out @ Li.T)
+    lo, hi = info["edges"]
+    assert lo == pytest.approx((1 - np.sqrt(d / n)) ** 2) and hi == pytest.approx((1 + np.sqrt(d / n)) ** 2)
+    assert w[-1] == pytest.approx(8.0, rel=0.25) and abs(V[:, -1] @ v) > 0.95
+    changed = np.abs(w - 1.0) > 1e-9
+    assert np.all((w[changed] < lo) | (w[changed] > hi)) and changed.sum() == len(info["kept"]) <= 3
+    noise = rng.multivariate_normal(np.zeros(d), cov, size=n)
+    same, info = calibrate.corrected_covariance(cov, np.cov(noise.T), n)
+    assert info["kept"] == [] and lo < info["eigen_range"][0] and info["eigen_range"][1] < hi
+    np.testing.assert_allclose(same, cov, rtol=1e-10)
+    with pytest.raises(ValueError, match="must exceed the dimension"):
+        calibrate.corrected_covariance(cov, cov, d)
+
+
+def test_shipped_metric_is_for_the_shipped_calibration(shipped):
+    """The shipped NUTS metric names the all-data run's parameters (else nuts() silently drops it)
+    and is a covariance with more effective draws than dimensions."""
+    m = calibrate.load_metric()
+    assert m["keys"] == shipped.keys + ["log_tau"]
+    c = np.asarray(m["covariance"])
+    assert np.all(np.linalg.eigvalsh(c) > 0) and m["n_eff"] > len(m["keys"])
+    got, info = calibrate._resolve_metric("shipped", m["keys"])
+    assert info["from"] == calibrate.NUTS_METRIC and got["keys"] == m["keys"] and info["n_eff"] == m["n_eff"]
+    assert calibrate._resolve_metric(None, m["keys"]) == (None, {"from": None})
 
 
 def test_laplace_at_mode_is_exact_for_a_gaussian():

@@ -27,11 +27,15 @@ pkpd.calibrate --nuts``) samples the same model with NUTS, the between-study sd 
 study effects integrated out, from the marginal mode with a Hessian mass matrix; each of its
 gradients costs all modalities' forward-mode Jacobians (0.20-0.24 s for the whole library on 2
 cores with :func:`widen_xla_pool` and the per-modality solver settings :data:`NUTS_SOLVE`; 0.40 s
-with the MAP's), at ~19 leapfrog steps per draw. ``stimulation.a_itbs`` (a cliff below ~1.45 and a
-plateau above) is sampled through its slice-grid transform and mixes (R-hat 1.01, ESS 375); the
-all-data posterior has still not been sampled to R-hat < 1.01 (core parameters up to 1.04 in
-36 min, the clinical link ``g_spine``/``clinical_spread`` slowest; psilocybin's PK, folded onto
-ka >= ke by :mod:`pkpd.flipflop`, at 1.00-1.01; benchmarks/RESULTS.md);
+with the MAP's), its mass matrix is that Hessian corrected by the shipped metric (:data:`NUTS_METRIC`, a previous
+run's posterior covariance, kept only where it differs beyond sampling noise:
+:func:`corrected_covariance`), and its warmup is one step-size window
+(:func:`one_adaptation_window`). ``stimulation.a_itbs`` (a cliff below ~1.45 and a plateau above)
+is sampled through its slice-grid transform. The last all-data run (session 11, 2 x (60 + 220),
+33 min of sampling, 17.5 leapfrog steps per draw) reached bulk ESS 272-729 for every parameter and
+R-hat <= 1.02 (1.00 for the clinical link, which mixed at ESS ~40 before the metric), with 2
+divergences from iTBS solves that ran out of steps; the issue's target (< 30 min, R-hat < 1.01)
+is still not met (benchmarks/RESULTS.md);
 per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
 
@@ -43,6 +47,7 @@ posterior draws for any modality.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -72,15 +77,19 @@ TAU_STUDY = 0.3
 #: at rtol 1e-8, for about the same 20 ms). The log-likelihood moves by <= 0.025: a bias far
 #: inside the posterior's width, for 1.7x cheaper gradients (0.40 s -> 0.24 s, same run).
 #: Modalities not listed keep FIT_SOLVE (their PK rows are solved exactly, or no gain was measured).
+#: The stiff rows get max_steps 262,144: in the session-11 run, 3 iTBS evaluations (at a_itbs and eta
+#: 2.5-2.9 prior sds up) and 1 at 1 Hz ran out of 65,536 steps and were refused (divergences); at the
+#: first such iTBS point the solve needs more than 65,536 steps (3 s) and gives the rtol 1e-9 value.
+#: At the MAP the cost is unchanged (3.5-4.0 ms).
 NUTS_SOLVE: dict[str, dict] = {
     "escitalopram": dict(solver=dfx.Bosh3(), rtol=1e-3, atol=1e-6),
     "rtms_10hz": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
     "accelerated_itbs": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
     "ect": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
     "mst": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
-    "itbs": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=65_536),
-    "rtms_1hz": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=65_536),
-    "ctbs": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=65_536),
+    "itbs": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=262_144),
+    "rtms_1hz": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=262_144),
+    "ctbs": dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-11, max_steps=262_144),
 }
 #: What :data:`NUTS_SOLVE` promises at the shipped MAP against Tsit5 at rtol 1e-9, in units of
 #: each row's sd: the largest prediction error and the largest error of d prediction / d z
@@ -655,6 +664,10 @@ class _HostLogLikelihood:
     def __init__(self, jp: JointProblem, nodes: int = STUDY_NODES):
         self.jp = jp
         self.calls = 0
+        #: evaluations refused (log-likelihood -inf, so NUTS sees a divergence), counted by reason,
+        #: and the first ``theta`` refused for each reason
+        self.refused: dict[str, int] = {}
+        self.refused_at: dict[str, list] = {}
         x, w = np.polynomial.hermite.hermgauss(int(nodes))
         self.x, self.logw = jnp.asarray(x), jnp.asarray(np.log(w) + x**2)
         self.local: dict[str, tuple] = {}
@@ -685,19 +698,26 @@ class _HostLogLikelihood:
         self.calls += 1
         theta = np.asarray(theta, dtype=np.float64)
         z, log_tau = theta[:jp.K], float(theta[jp.K])
-        refused = (np.float64(-np.inf), np.zeros(jp.K + 1))  # a failed solve: NUTS sees a divergence
+
+        def refused(reason):  # NUTS sees a divergence
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+            self.refused_at.setdefault(reason, theta.tolist())
+            return np.float64(-np.inf), np.zeros(jp.K + 1)
+
         with np.errstate(over="ignore"):
             tau = np.exp(log_tau)
         if not np.isfinite(tau) or tau <= 0:
-            return refused
+            return refused("tau overflows")
         ll, g = 0.0, np.zeros(jp.K + 1)
         for m, (jac, pred) in jp._evaluate(z).items():
-            if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(jac))):
-                return refused
+            if not np.all(np.isfinite(pred)):
+                return refused(f"{m}: prediction not finite (failed solve)")
+            if not np.all(np.isfinite(jac)):
+                return refused(f"{m}: Jacobian not finite")
             uniq, study, value, sd = self.local[m]
             centre, scale = self.centre(m, pred, tau)
             if not (np.all(np.isfinite(centre)) and np.all(np.isfinite(scale))):
-                return refused
+                return refused(f"{m}: study-effect mode not finite")
             v, (d_pred, d_tau) = _study_marginal_grad(jnp.asarray(pred), jnp.asarray(log_tau), jnp.asarray(centre),
                                                       jnp.asarray(scale), jnp.asarray(value), jnp.asarray(sd),
                                                       jnp.asarray(study), len(uniq), self.x, self.logw)
@@ -705,7 +725,7 @@ class _HostLogLikelihood:
             g[jp.index[m]] += np.asarray(jac).T @ np.asarray(d_pred)
             g[jp.K] += float(d_tau)
         if not (np.isfinite(ll) and np.all(np.isfinite(g))):
-            return refused
+            return refused("log-likelihood or gradient not finite")
         return np.float64(ll), g
 
     def draw_study_effects(self, theta, rng) -> np.ndarray:
@@ -888,6 +908,75 @@ def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *,
 ADAPT_MASS = ("scale", "dense", "none")
 
 
+#: The shipped NUTS metric (:func:`metric_from_posterior` of a previous all-data run), under ``models/``.
+NUTS_METRIC = "calibration/nuts_metric.json"
+
+
+def corrected_covariance(cov, sample_cov, n_eff: float) -> tuple[np.ndarray, dict]:
+    """``cov`` (the start's covariance, e.g. the inverse Hessian at the mode) corrected along the
+    directions where a posterior sample says the posterior is significantly wider or narrower.
+
+    Whitened by ``L = chol(cov)``, the sample covariance ``C_w = L^-1 sample_cov L^-T`` would have
+    eigenvalues spread over the Marchenko-Pastur bulk ``[(1 - sqrt(g))^2, (1 + sqrt(g))^2]``,
+    ``g = d / n_eff``, if ``cov`` were exact: sampling noise of ``n_eff`` effective draws in ``d``
+    dimensions. Eigenvalues inside the bulk are set to 1 (``cov`` kept there); those outside are
+    kept (a signal the noise cannot produce). Returns ``L V diag(w') V^T L^T`` and an info dict
+    (``g``, the edges, the eigenvalues kept)."""
+    cov = 0.5 * (np.asarray(cov, dtype=np.float64) + np.asarray(cov, dtype=np.float64).T)
+    sample_cov = 0.5 * (np.asarray(sample_cov, dtype=np.float64) + np.asarray(sample_cov, dtype=np.float64).T)
+    d = cov.shape[0]
+    if cov.shape != (d, d) or sample_cov.shape != (d, d):
+        raise ValueError(f"cov {cov.shape} and sample_cov {sample_cov.shape} must both be square of one size")
+    if not (np.isfinite(n_eff) and n_eff > d):
+        raise ValueError(f"n_eff={n_eff!r} must exceed the dimension {d}: fewer effective draws than dimensions "
+                         "cannot tell signal from noise")
+    L = np.linalg.cholesky(cov)
+    Li = np.linalg.inv(L)
+    w, V = np.linalg.eigh(Li @ sample_cov @ Li.T)
+    g = d / float(n_eff)
+    lo, hi = (1.0 - np.sqrt(g)) ** 2, (1.0 + np.sqrt(g)) ** 2
+    keep = (w < lo) | (w > hi)
+    w_used = np.where(keep, np.maximum(w, 1e-12), 1.0)
+    out = L @ ((V * w_used) @ V.T) @ L.T
+    return 0.5 * (out + out.T), dict(g=g, edges=[float(lo), float(hi)], kept=[float(x) for x in w[keep]],
+                                     eigen_range=[float(w.min()), float(w.max())])
+
+
+def metric_from_posterior(idata) -> dict:
+    """A NUTS metric for :func:`nuts` from the draws of a previous :func:`nuts` run: the parameter
+    keys (plus ``log_tau``), the covariance of ``theta`` (the sampler's state, unfolded) over all
+    draws, and ``n_eff``, the median bulk ESS of the sampled coordinates ``u`` (the draws are
+    autocorrelated; :func:`corrected_covariance` judges noise by it). Save with ``json.dump``;
+    ``python -m pkpd.calibrate --nuts --save-metric PATH`` writes it after a run."""
+    import arviz as az
+
+    post = idata.posterior
+    theta = np.asarray(post["theta"], dtype=np.float64)
+    n = theta.shape[-1]
+    keys = [str(k) for k in post["parameters"].coords["parameter"].values] + ["log_tau"]
+    if len(keys) != n:
+        raise ValueError(f"theta has {n} entries but the posterior names {len(keys)} (parameters + log_tau)")
+    ess = np.asarray(az.ess(idata, var_names=["u"])["u"], dtype=float)
+    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in post.attrs.items()
+             if k in ("created_at", "chains", "warmup", "draws", "seed", "sampling_seconds", "divergences",
+                      "mean_leapfrog_steps", "adapt_mass", "start")}
+    return dict(keys=keys, covariance=np.cov(theta.reshape(-1, n).T).tolist(), n_eff=float(np.median(ess)),
+                draws=int(theta.shape[0] * theta.shape[1]), source=attrs)
+
+
+def load_metric(path=None) -> dict:
+    """The NUTS metric at ``path`` (default: the shipped :data:`NUTS_METRIC`)."""
+    from ._paths import models_dir
+
+    p = Path(path) if path is not None else models_dir() / NUTS_METRIC
+    with open(p) as f:
+        m = json.load(f)
+    cov = np.asarray(m.get("covariance"), dtype=float)
+    if "keys" not in m or cov.shape != (len(m["keys"]), len(m["keys"])) or not np.all(np.isfinite(cov)):
+        raise ValueError(f"{p}: not a NUTS metric (keys, a square finite covariance over them, n_eff)")
+    return m
+
+
 def _adapted_scales(mcmc, n: int):
     """Each chain's adapted diagonal inverse mass matrix (``adapt_mass="scale"``), as lists, or None."""
     try:
@@ -923,11 +1012,57 @@ def widen_xla_pool() -> str:
     return os.environ.setdefault("NPROC", str((os.cpu_count() or 1) + 1))
 
 
+@contextlib.contextmanager
+def one_adaptation_window():
+    """Within this block NumPyro's HMC/NUTS warmup is one adaptation window (dual averaging of the
+    step size over the whole warmup, never restarted).
+
+    NumPyro's Stan-style schedule (75-iteration start buffer, doubling middle windows, 50-iteration
+    end buffer; 15 % / 10 % of a short warmup) restarts the step size's dual averaging at the end of
+    every middle window, whether or not the mass matrix is adapted. With ``adapt_mass="none"`` that
+    wastes the warmup: of 75 iterations only the last 7 set the step size, and two all-data runs
+    with the same metric ended at 0.37 (acceptance 0.57) and 0.13 (acceptance 0.95, 31 leapfrog
+    steps per draw) (benchmarks/RESULTS.md, session 11). Patches
+    ``numpyro.infer.hmc_util.build_adaptation_schedule``, which the warmup adapter looks up when a
+    chain is initialised, and restores it on exit."""
+    from numpyro.infer import hmc_util
+
+    original = hmc_util.build_adaptation_schedule
+    hmc_util.build_adaptation_schedule = lambda num_steps: [hmc_util.AdaptWindow(0, int(num_steps) - 1)]
+    try:
+        yield
+    finally:
+        hmc_util.build_adaptation_schedule = original
+
+
+def _resolve_metric(metric, keys: list[str]) -> tuple[dict | None, dict]:
+    """The metric :func:`nuts` applies (or None) and what to record about it."""
+    if metric is None:
+        return None, {"from": None}
+    if isinstance(metric, str) and metric == "shipped":
+        try:
+            m = load_metric()
+        except FileNotFoundError:
+            return None, {"from": None, "why": f"no shipped metric ({NUTS_METRIC})"}
+        if m["keys"] != keys:
+            return None, {"from": None, "why": "the shipped metric is for other parameters (another set of modalities)"}
+        return m, {"from": NUTS_METRIC, "n_eff": m.get("n_eff"), "source": m.get("source")}
+    if isinstance(metric, (str, Path)):
+        m, where = load_metric(metric), str(metric)
+    elif isinstance(metric, dict):
+        m, where = metric, "the given metric"
+    else:
+        raise ValueError(f"metric={metric!r} must be 'shipped', None, a metric dict or the path of one")
+    if list(m.get("keys", [])) != keys:
+        raise ValueError(f"metric: its keys {list(m.get('keys', []))} are not this run's parameters {keys}")
+    return m, {"from": where, "n_eff": m.get("n_eff"), "source": m.get("source")}
+
+
 def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
          max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
          study_effect_draws: int = 100, start: str = "mode", adapt_mass: str | None = None,
          grid_marginals: bool = True, flip_flop: bool = True, solve: dict | None = NUTS_SOLVE,
-         progress: bool = True, error=None):
+         metric="shipped", progress: bool = True, error=None):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
     The model is the joint calibration's, with the between-study sd estimated instead of fixed:
@@ -963,6 +1098,14 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     ``solve``: per modality, overrides of the fit's ODE solver settings (default
     :data:`NUTS_SOLVE`, chosen per modality by the accuracy and cost of its Jacobian; ``None``: the
     MAP's :data:`pkpd.fit.FIT_SOLVE` everywhere). Attribute ``solve``: the settings each modality used.
+    ``metric``: a posterior sample's covariance (:func:`metric_from_posterior`: a dict, or the path of
+    one saved as JSON) that corrects the start's covariance where that sample is significantly wider
+    or narrower (:func:`corrected_covariance`); the mass matrix is then closer to the posterior's
+    than the Hessian at the mode is. Default ``"shipped"``: :data:`NUTS_METRIC` when its keys are
+    this run's (all modalities), else none; ``None``: the start's covariance alone. On the library
+    the Hessian at the mode underestimates the spread along the clinical link's ridge 12-fold in
+    variance and along psilocybin's flip-flop 6-fold (session 10's draws). Any metric samples the
+    same posterior; it changes only the cost. Attribute ``metric``: what was applied.
     Gradients come from the per-modality forward-mode Jacobians on the host, evaluated in
     parallel threads (which share all cores only with :func:`widen_xla_pool` in effect); chains
     run one after the other.
@@ -990,6 +1133,7 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     t0 = time.perf_counter()
     jp = JointProblem(modalities, error=error, progress=progress, solve=solve)
     K = jp.K
+    metric, metric_info = _resolve_metric(metric, jp.keys + ["log_tau"])
     host = _HostLogLikelihood(jp)
     loglik = _joint_loglik(host)
     cal = load() if init is None else init
@@ -1006,6 +1150,15 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     mirrored = flipflop.triples(jp.keys, flipflop.pk_structure, lambda k: jp.meta[k]["transform"]) if flip_flop else []
     rest = np.asarray([i for i in range(n) if i not in grid_index], dtype=int)
     cov_rest = cov[np.ix_(rest, rest)]
+    if metric is not None:
+        sample = np.asarray(metric["covariance"], dtype=float)[np.ix_(rest, rest)]
+        cov_rest, more = corrected_covariance(cov_rest, sample, float(metric["n_eff"]))
+        metric_info.update(more)
+        if progress:
+            print(f"[pkpd.calibrate nuts] metric: start covariance corrected by {metric_info['from']} along "
+                  f"{len(more['kept'])} directions (variance ratios {', '.join(f'{v:.2g}' for v in sorted(more['kept'])[::-1][:6])}"
+                  f"{', ...' if len(more['kept']) > 6 else ''}; noise bulk {more['edges'][0]:.2f}-{more['edges'][1]:.2f})",
+                  flush=True)
     S, V = np.linalg.eigh(0.5 * (cov_rest + cov_rest.T))
     whiten = V * np.sqrt(np.maximum(S, 1e-12 * S.max()))
     start_j, whiten_j, rest_j = jnp.asarray(theta0), jnp.asarray(whiten), jnp.asarray(rest)
@@ -1041,7 +1194,9 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
                 progress_bar=progress)
     t_setup = time.perf_counter() - t0
     t1 = time.perf_counter()
-    mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps"))
+    # with the mass fixed (adapt "none") the Stan windows only restart the step size (see one_adaptation_window)
+    with one_adaptation_window() if adapt == "none" else contextlib.nullcontext():
+        mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps"))
     seconds = time.perf_counter() - t1
     extra = mcmc.get_extra_fields()
     idata = az.from_numpyro(mcmc, coords={"parameter": jp.keys, "theta_dim_0": np.arange(n), "direction": np.arange(n)},
@@ -1065,14 +1220,17 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     idata.posterior.attrs.update(
         pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, study_effect_seconds=effect_seconds,
         start=json.dumps(start_info), adapt_mass=adapt,
+        adaptation_windows="one (step size only)" if adapt == "none" else "numpyro (Stan-style windows)",
         start_theta=json.dumps(np.asarray(theta0).tolist()), whitening=json.dumps(whiten.tolist()),
         whitened_indices=json.dumps(rest.tolist()), grid_parameters=json.dumps([jp.keys[i] for i in grid_index]),
         flip_flop=json.dumps([[jp.keys[i] for i in t] for t in mirrored]),
         flip_flop_reflected=json.dumps(_reflected_share(mcmc, mirrored, chains)),
         xla_nproc=os.environ.get("NPROC", "unset"),
         solve=json.dumps({m: describe_solve(pb.solve) for m, pb in jp.problems.items()}),
+        metric=json.dumps(metric_info),
         adapted_variance=json.dumps(adapted),
-        gradient_evaluations=host.calls, study_effects="integrated out (adaptive Gauss-Hermite, "
+        gradient_evaluations=host.calls, refused_evaluations=json.dumps(host.refused),
+        refused_at=json.dumps(host.refused_at), study_effects="integrated out (adaptive Gauss-Hermite, "
                                                        f"{len(host.x)} nodes per study)",
         divergences=int(np.sum(np.asarray(extra["diverging"]))), mean_leapfrog_steps=float(np.mean(np.asarray(extra["num_steps"]))),
         chains=chains, warmup=warmup, draws=draws, max_tree_depth=max_tree_depth, seed=seed,
@@ -1081,7 +1239,8 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     if progress:
         print(f"[pkpd.calibrate nuts] {chains} chains x ({warmup} + {draws}) in {seconds:.0f} s (+ {t_setup:.0f} s setup, "
               f"{effect_seconds:.0f} s study effects): {host.calls} gradient evaluations, "
-              f"{idata.posterior.attrs['divergences']} divergences", flush=True)
+              f"{idata.posterior.attrs['divergences']} divergences; evaluations refused: {host.refused or 'none'}",
+              flush=True)
     return idata
 
 
@@ -1132,15 +1291,25 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-solve", action="store_true",
                     help="(with --nuts) solve every modality with the MAP's ODE settings (pkpd.fit.FIT_SOLVE) "
                          "instead of the per-modality NUTS_SOLVE")
+    ap.add_argument("--metric", default="shipped",
+                    help="(with --nuts) posterior-sample metric that corrects the Hessian mass: 'shipped' "
+                         f"(models/{NUTS_METRIC}, default), 'none', or the path of a saved metric")
+    ap.add_argument("--save-metric", default=None,
+                    help="(with --nuts) after the run, write its metric (metric_from_posterior) to this JSON path")
     args = ap.parse_args(argv)
     if args.nuts:
         widen_xla_pool()
         idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
                      max_tree_depth=args.max_tree_depth, start=args.start, adapt_mass=args.adapt_mass,
                      grid_marginals=not args.no_grid_marginals, flip_flop=not args.no_flip_flop,
-                     solve=None if args.fit_solve else NUTS_SOLVE)
+                     solve=None if args.fit_solve else NUTS_SOLVE,
+                     metric=None if args.metric == "none" else args.metric)
         out = Path(args.out or "calibration_nuts.nc")
         idata.to_netcdf(str(out))
+        if args.save_metric:
+            with open(args.save_metric, "w") as f:
+                json.dump(metric_from_posterior(idata), f)
+            print(f"written {args.save_metric} (metric from this run's draws)")
         import pandas as pd
 
         with pd.option_context("display.width", 160, "display.max_rows", 200):
