@@ -1020,8 +1020,8 @@ def one_adaptation_window():
     NumPyro's Stan-style schedule (75-iteration start buffer, doubling middle windows, 50-iteration
     end buffer; 15 % / 10 % of a short warmup) restarts the step size's dual averaging at the end of
     every middle window, whether or not the mass matrix is adapted. With ``adapt_mass="none"`` that
-    wastes the warmup: of 75 iterations only the last 7 set the step size, and two all-data runs
-    with the same metric ended at 0.37 (acceptance 0.57) and 0.13 (acceptance 0.95, 31 leapfrog
+    wastes the warmup: of 75 iterations only the last 7 set the step size, and two all-data runs (80 and 75
+    warmup iterations) with the same metric ended at 0.37 (acceptance 0.57) and 0.13 (acceptance 0.95, 31 leapfrog
     steps per draw) (benchmarks/RESULTS.md, session 11). Patches
     ``numpyro.infer.hmc_util.build_adaptation_schedule``, which the warmup adapter looks up when a
     chain is initialised, and restores it on exit."""
