@@ -7,6 +7,11 @@ Accuracy is measured against Tsit5 at rtol 1e-9 / atol 1e-12 over the shipped MA
 prediction error, ``djac`` the largest error of d prediction / d z.
 
     python benchmarks/nuts_solve.py --json nuts_solve.json        # ~10 min on 2 cores
+    python benchmarks/nuts_solve.py --vjp --json nuts_vjp.json    # + reverse mode, ~15 min
+
+``--vjp`` also times, per modality at the NUTS settings, what a gradient needs from it if the host
+asked for ``J^T v`` (one reverse-mode pass, diffrax ``RecursiveCheckpointAdjoint`` with its default
+and with 1,000 checkpoints) instead of the forward-mode Jacobian ``J``, and checks that the two agree.
 """
 
 from __future__ import annotations
@@ -41,12 +46,35 @@ def _time(f, xs, reps):
     return best
 
 
+def _vjp_row(pb, jac, xs, reps) -> dict:
+    """Forward-mode Jacobian vs reverse-mode ``J^T v`` (same solve settings) for one modality."""
+    import equinox as eqx
+
+    ct = jnp.asarray(np.random.default_rng(0).standard_normal(pb.obs.n))
+    out = {"jacfwd_ms": 1e3 * _time(jac, xs[:8], reps)}
+    for name, adjoint in (("vjp_ms", dfx.RecursiveCheckpointAdjoint()),
+                          ("vjp_1000_checkpoints_ms", dfx.RecursiveCheckpointAdjoint(checkpoints=1000))):
+        def jtv(z, adjoint=adjoint):
+            pred, back = jax.vjp(lambda z: pb.predict(z, adjoint=adjoint), z)
+            return pred, back(ct)[0]
+
+        f = eqx.filter_jit(jtv)
+        g = np.asarray(f(xs[0])[1])
+        ref = np.asarray(jac(xs[0])[0]).T @ np.asarray(ct)
+        out[name] = 1e3 * _time(lambda x, f=f: f(x), xs[:8], reps)
+        out[name.replace("_ms", "_relerr")] = float(np.max(np.abs(g - ref)) / max(np.max(np.abs(ref)), 1e-300))
+    print(f"{'':17s} jacfwd {out['jacfwd_ms']:6.1f} ms | J^T v {out['vjp_ms']:6.1f} ms "
+          f"(1,000 checkpoints {out['vjp_1000_checkpoints_ms']:6.1f} ms); rel. diff {out['vjp_relerr']:.0e}", flush=True)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--every", type=int, default=8, help="every n-th shipped draw (default 8: 25 draws)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--gradients", type=int, default=20, help="whole NUTS gradients timed per setting and rep")
     ap.add_argument("--modalities", nargs="*", default=None, help="subset (default: all with data)")
+    ap.add_argument("--vjp", action="store_true", help="also time reverse-mode J^T v against the forward-mode J")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     cal = C.load()
@@ -74,6 +102,8 @@ def main(argv=None):
         print(f"{m:17s} fit {row['fit_ms']:6.1f} ms dpred {row['fit_dpred']:.0e} djac {row['fit_djac']:.0e} | "
               f"nuts {row['nuts_ms']:6.1f} ms dpred {row['nuts_dpred']:.0e} djac {row['nuts_djac']:.0e} "
               f"({row['nuts_solve']})", flush=True)
+        if args.vjp:  # printed on the line below the modality's
+            row.update(_vjp_row(nuts.problems[m], nuts._jac[m], xs, args.reps))
     # one whole NUTS gradient: every modality in the thread pool + the study-effect quadrature
     thetas = [np.concatenate([p, [np.log(C.TAU_STUDY)]]) for p in points[:args.gradients]]
     hosts = {"fit": C._HostLogLikelihood(fit), "nuts": C._HostLogLikelihood(nuts)}
