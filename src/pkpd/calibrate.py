@@ -31,11 +31,12 @@ with the MAP's), its mass matrix is that Hessian corrected by the shipped metric
 run's posterior covariance, kept only where it differs beyond sampling noise:
 :func:`corrected_covariance`), and its warmup is one step-size window
 (:func:`one_adaptation_window`). ``stimulation.a_itbs`` (a cliff below ~1.45 and a plateau above)
-is sampled through its slice-grid transform. The last all-data run (session 11, 2 x (60 + 220),
-33 min of sampling, 17.5 leapfrog steps per draw) reached bulk ESS 272-729 for every parameter and
-R-hat <= 1.02 (1.00 for the clinical link, which mixed at ESS ~40 before the metric), with 2
-divergences from iTBS solves that ran out of steps; the issue's target (< 30 min, R-hat < 1.01)
-is still not met (benchmarks/RESULTS.md);
+is sampled through its slice-grid transform. The last all-data runs (sessions 11 and 12, 2 x (60 +
+220), same settings) took 33 and 43 min of sampling at 17.5 and 21.1 leapfrog steps per draw,
+reached bulk ESS 242-729 for every parameter and R-hat <= 1.02-1.04; since the stiff rows may take
+262,144 steps no evaluation is refused (session 12: 1 divergence, not a failed solve). The issue's
+target (< 30 min, R-hat < 1.01) is not met: it needs ~800 effective draws per core parameter,
+100-140 min at the measured cost (benchmarks/RESULTS.md, session 12);
 per-modality NUTS is ``pkpd.fit(name, method="nuts")``. Parameters no usable row informs (see
 ``pkpd.fit.INFORMS``) are not in the calibration and stay at their card values.
 
@@ -80,7 +81,8 @@ TAU_STUDY = 0.3
 #: The stiff rows get max_steps 262,144: in the session-11 run, 3 iTBS evaluations (at a_itbs and eta
 #: 2.5-2.9 prior sds up) and 1 at 1 Hz ran out of 65,536 steps and were refused (divergences); at the
 #: first such iTBS point the solve needs more than 65,536 steps (3 s) and gives the rtol 1e-9 value.
-#: At the MAP the cost is unchanged (3.5-4.0 ms).
+#: At the MAP the cost is unchanged (3.5-4.0 ms); in the session-12 all-data run (12,672 gradients) no
+#: evaluation was refused.
 NUTS_SOLVE: dict[str, dict] = {
     "escitalopram": dict(solver=dfx.Bosh3(), rtol=1e-3, atol=1e-6),
     "rtms_10hz": dict(solver=dfx.Bosh3(), rtol=1e-4, atol=1e-7),
