@@ -42,37 +42,58 @@ def fit_one(name: str, chains: int, warmup: int, draws: int, seed: int, max_tree
         return dict(rec, skipped=str(e))
     rec.update(rows=int(problem.obs.n), parameters=problem.names, setup_s=time.perf_counter() - t0)
     m = fit_map(problem, starts=1, progress=False)
-    rec.update(map_s=m.seconds, map_objective=m.objective, map_converged=bool(m.converged), map_steps=m.n_steps,
-               map_sd_ratio=m.sd_ratio)
-    idata = fit_nuts(problem, chains=chains, warmup=warmup, draws=draws, seed=seed, init=m, prior_draws=20,
-                     progress=False, max_tree_depth=max_tree_depth)
+    rec.update(
+        map_s=m.seconds,
+        map_objective=m.objective,
+        map_converged=bool(m.converged),
+        map_steps=m.n_steps,
+        map_sd_ratio=m.sd_ratio,
+    )
+    idata = fit_nuts(
+        problem,
+        chains=chains,
+        warmup=warmup,
+        draws=draws,
+        seed=seed,
+        init=m,
+        prior_draws=20,
+        progress=False,
+        max_tree_depth=max_tree_depth,
+    )
     post = idata.posterior
     var = [f"z_{n}" for n in problem.names]
     summ = az.summary(idata, var_names=var, kind="diagnostics")
     sd_post = {n: float(np.std(np.asarray(post[f"z_{n}"]))) for n in problem.names}
     sd_ratio = {n: sd_post[n] / float(problem.sigma[i]) for i, n in enumerate(problem.names)}
     rec.update(
-        nuts_s=float(post.attrs["sampling_seconds"]), divergences=int(post.attrs.get("divergences", -1)),
-        r_hat_max=float(summ["r_hat"].max()), ess_bulk_min=float(summ["ess_bulk"].min()),
+        nuts_s=float(post.attrs["sampling_seconds"]),
+        divergences=int(post.attrs.get("divergences", -1)),
+        r_hat_max=float(summ["r_hat"].max()),
+        ess_bulk_min=float(summ["ess_bulk"].min()),
         ess_tail_min=float(summ["ess_tail"].min()),
         r_hat={n: float(summ.loc[f"z_{n}", "r_hat"]) for n in problem.names},
         ess_bulk={n: float(summ.loc[f"z_{n}", "ess_bulk"]) for n in problem.names},
-        nuts_sd_ratio=sd_ratio, not_constrained=[n for n, r in sd_ratio.items() if r > 0.9],
+        nuts_sd_ratio=sd_ratio,
+        not_constrained=[n for n, r in sd_ratio.items() if r > 0.9],
         posterior_median={n: float(np.median(np.asarray(post[n]))) for n in problem.names},
     )
     return rec
 
 
 def markdown(recs: list[dict]) -> str:
-    out = ["| modality | rows | params | MAP s | NUTS s | div | max R-hat | min ESS bulk | not constrained (sd ratio > 0.9) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out = [
+        "| modality | rows | params | MAP s | NUTS s | div | max R-hat | min ESS bulk | not constrained (sd ratio > 0.9) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in recs:
         if "skipped" in r or "error" in r:
             out.append(f"| {r['modality']} | - | - | - | - | - | - | - | {r.get('skipped') or r.get('error')} |")
             continue
-        out.append(f"| {r['modality']} | {r['rows']} | {len(r['parameters'])} | {r['map_s']:.0f} | {r['nuts_s']:.0f} | "
-                   f"{r['divergences']} | {r['r_hat_max']:.3f} | {r['ess_bulk_min']:.0f} | "
-                   f"{', '.join(r['not_constrained']) or '-'} |")
+        out.append(
+            f"| {r['modality']} | {r['rows']} | {len(r['parameters'])} | {r['map_s']:.0f} | {r['nuts_s']:.0f} | "
+            f"{r['divergences']} | {r['r_hat_max']:.3f} | {r['ess_bulk_min']:.0f} | "
+            f"{', '.join(r['not_constrained']) or '-'} |"
+        )
     return "\n".join(out)
 
 
@@ -96,10 +117,12 @@ def main(argv=None) -> int:
     import pkpd
 
     names = args.modalities or pkpd.modalities()
-    settings = dict(chains=args.chains, warmup=args.warmup, draws=args.draws, max_tree_depth=args.max_tree_depth,
-                    seed=args.seed)
-    machine = dict(python=platform.python_version(), cpus=os.cpu_count(), jax=jax.__version__,
-                   loadavg_start=list(os.getloadavg()))
+    settings = dict(
+        chains=args.chains, warmup=args.warmup, draws=args.draws, max_tree_depth=args.max_tree_depth, seed=args.seed
+    )
+    machine = dict(
+        python=platform.python_version(), cpus=os.cpu_count(), jax=jax.__version__, loadavg_start=list(os.getloadavg())
+    )
     recs: list[dict] = []
     t_all = time.perf_counter()
     for name in names:
@@ -110,15 +133,32 @@ def main(argv=None) -> int:
             rec = dict(modality=name, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-2000:])
         rec["total_s"] = time.perf_counter() - t0
         recs.append(rec)
-        short = {k: rec[k] for k in ("modality", "rows", "map_s", "nuts_s", "divergences", "r_hat_max", "ess_bulk_min",
-                                     "skipped", "error", "total_s") if k in rec}
+        short = {
+            k: rec[k]
+            for k in (
+                "modality",
+                "rows",
+                "map_s",
+                "nuts_s",
+                "divergences",
+                "r_hat_max",
+                "ess_bulk_min",
+                "skipped",
+                "error",
+                "total_s",
+            )
+            if k in rec
+        }
         print("[fit_all]", json.dumps(short), flush=True)
         jax.clear_caches()
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine, settings=settings, complete=False, results=recs), f, indent=1)
     with open(args.json, "w") as f:
-        json.dump(dict(machine=machine, settings=settings, complete=True, seconds=time.perf_counter() - t_all,
-                       results=recs), f, indent=1)
+        json.dump(
+            dict(machine=machine, settings=settings, complete=True, seconds=time.perf_counter() - t_all, results=recs),
+            f,
+            indent=1,
+        )
     if args.markdown:
         print(markdown(recs))
     print(f"[fit_all] done in {time.perf_counter() - t_all:.0f} s; wrote {args.json}")

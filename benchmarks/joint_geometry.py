@@ -32,11 +32,21 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modalities", nargs="*", default=None)
-    ap.add_argument("--start", choices=("mode", "map"), default="mode",
-                    help="mass matrix to test: nuts()'s default (Hessian at the marginal mode) or the MAP's Laplace")
+    ap.add_argument(
+        "--start",
+        choices=("mode", "map"),
+        default="mode",
+        help="mass matrix to test: nuts()'s default (Hessian at the marginal mode) or the MAP's Laplace",
+    )
     ap.add_argument("--profile", default=None, metavar="KEY", help="scan this parameter instead (fitted space)")
-    ap.add_argument("--grid", nargs=3, type=float, default=(-2.0, 2.0, 9.0), metavar=("LO", "HI", "N"),
-                    help="values of the --profile scan (fitted space)")
+    ap.add_argument(
+        "--grid",
+        nargs=3,
+        type=float,
+        default=(-2.0, 2.0, 9.0),
+        metavar=("LO", "HI", "N"),
+        help="values of the --profile scan (fitted space)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     jp = calibrate.JointProblem(args.modalities, progress=False)
@@ -58,16 +68,20 @@ def main(argv=None) -> int:
                 break
     else:
         lp = info["log_density"]
-        print(f"start: {info['gradient_evaluations']} gradients in {info['seconds']:.0f} s; curvature relative to the "
-              f"Gauss-Newton covariance {info['curvature_min']:.3g}-{info['curvature_max']:.3g}, "
-              f"{info['clipped']} directions clipped")
+        print(
+            f"start: {info['gradient_evaluations']} gradients in {info['seconds']:.0f} s; curvature relative to the "
+            f"Gauss-Newton covariance {info['curvature_min']:.3g}-{info['curvature_max']:.3g}, "
+            f"{info['clipped']} directions clipped"
+        )
     names = jp.keys + ["log_tau"]
     if args.profile is not None:
         if args.profile not in names:
             raise SystemExit(f"--profile {args.profile!r} is not a parameter; valid: {names}")
         i = names.index(args.profile)
         lo, hi, n = args.grid
-        print(f"{args.profile}: start {theta[i]:.4f}, start sd {np.sqrt(cov[i, i]):.3g}; log posterior minus the start's")
+        print(
+            f"{args.profile}: start {theta[i]:.4f}, start sd {np.sqrt(cov[i, i]):.3g}; log posterior minus the start's"
+        )
         for v in np.linspace(lo, hi, int(n)):
             t = theta.copy()
             t[i] = v

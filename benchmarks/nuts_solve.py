@@ -53,8 +53,11 @@ def _vjp_row(pb, jac, xs, reps, jacfwd_ms: float) -> dict:
 
     ct = jnp.asarray(np.random.default_rng(0).standard_normal(pb.obs.n))
     out = {}
-    for name, adjoint in (("vjp_ms", dfx.RecursiveCheckpointAdjoint()),
-                          ("vjp_1000_checkpoints_ms", dfx.RecursiveCheckpointAdjoint(checkpoints=1000))):
+    for name, adjoint in (
+        ("vjp_ms", dfx.RecursiveCheckpointAdjoint()),
+        ("vjp_1000_checkpoints_ms", dfx.RecursiveCheckpointAdjoint(checkpoints=1000)),
+    ):
+
         def jtv(z, adjoint=adjoint):
             pred, back = jax.vjp(lambda z: pb.predict(z, adjoint=adjoint), z)
             return pred, back(ct)[0]
@@ -64,8 +67,11 @@ def _vjp_row(pb, jac, xs, reps, jacfwd_ms: float) -> dict:
         ref = np.asarray(jac(xs[0])[0]).T @ np.asarray(ct)
         out[name] = 1e3 * _time(lambda x, f=f: f(x), xs[:8], reps)
         out[name.replace("_ms", "_relerr")] = float(np.max(np.abs(g - ref)) / max(np.max(np.abs(ref)), 1e-300))
-    print(f"{'':17s} jacfwd {jacfwd_ms:6.1f} ms | J^T v {out['vjp_ms']:6.1f} ms "
-          f"(1,000 checkpoints {out['vjp_1000_checkpoints_ms']:6.1f} ms); rel. diff {out['vjp_relerr']:.0e}", flush=True)
+    print(
+        f"{'':17s} jacfwd {jacfwd_ms:6.1f} ms | J^T v {out['vjp_ms']:6.1f} ms "
+        f"(1,000 checkpoints {out['vjp_1000_checkpoints_ms']:6.1f} ms); rel. diff {out['vjp_relerr']:.0e}",
+        flush=True,
+    )
     return out
 
 
@@ -80,8 +86,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     cal = C.load()
     fit = C.JointProblem(args.modalities, progress=False)
-    nuts = C.JointProblem(args.modalities, progress=False,
-                          solve={m: s for m, s in C.NUTS_SOLVE.items() if m in fit.problems})
+    nuts = C.JointProblem(
+        args.modalities, progress=False, solve={m: s for m, s in C.NUTS_SOLVE.items() if m in fit.problems}
+    )
     perm = [cal.keys.index(k) for k in fit.keys]
     points = [cal.map_z[perm]] + [cal.draws_z[i][perm] for i in range(0, len(cal.draws_z), args.every)]
     rows = []
@@ -100,13 +107,16 @@ def main(argv=None):
             row[f"{name}_djac"] = float(max(np.max(np.abs(o[0] - r[0]) / sd[:, None]) for o, r in zip(out, out_ref)))
             row[f"{name}_djac_map"] = float(np.max(np.abs(out[0][0] - out_ref[0][0]) / sd[:, None]))
         rows.append(row)
-        print(f"{m:17s} fit {row['fit_ms']:6.1f} ms dpred {row['fit_dpred']:.0e} djac {row['fit_djac']:.0e} | "
-              f"nuts {row['nuts_ms']:6.1f} ms dpred {row['nuts_dpred']:.0e} djac {row['nuts_djac']:.0e} "
-              f"({row['nuts_solve']})", flush=True)
+        print(
+            f"{m:17s} fit {row['fit_ms']:6.1f} ms dpred {row['fit_dpred']:.0e} djac {row['fit_djac']:.0e} | "
+            f"nuts {row['nuts_ms']:6.1f} ms dpred {row['nuts_dpred']:.0e} djac {row['nuts_djac']:.0e} "
+            f"({row['nuts_solve']})",
+            flush=True,
+        )
         if args.vjp:  # printed on the line below the modality's
             row.update(_vjp_row(nuts.problems[m], nuts._jac[m], xs, args.reps, row["nuts_ms"]))
     # one whole NUTS gradient: every modality in the thread pool + the study-effect quadrature
-    thetas = [np.concatenate([p, [np.log(C.TAU_STUDY)]]) for p in points[:args.gradients]]
+    thetas = [np.concatenate([p, [np.log(C.TAU_STUDY)]]) for p in points[: args.gradients]]
     hosts = {"fit": C._HostLogLikelihood(fit), "nuts": C._HostLogLikelihood(nuts)}
     for h in hosts.values():
         h(thetas[0])
@@ -119,12 +129,20 @@ def main(argv=None):
                 h(th)
             grad_s[k] = min(grad_s[k], (time.perf_counter() - t) / len(thetas))
     ll = {k: [h(th)[0] for th in thetas] for k, h in hosts.items()}
-    report = dict(rows=rows, gradient_seconds=grad_s, gradient_ratio=grad_s["fit"] / grad_s["nuts"],
-                  max_abs_loglik_difference=float(np.max(np.abs(np.subtract(ll["fit"], ll["nuts"])))),
-                  points=len(points), reference=describe_solve(REFERENCE), nproc=os.environ.get("NPROC"),
-                  load_average=os.getloadavg())
-    print(f"one NUTS gradient: FIT_SOLVE {grad_s['fit']:.3f} s, NUTS_SOLVE {grad_s['nuts']:.3f} s "
-          f"(ratio {report['gradient_ratio']:.2f}); max |log-lik difference| {report['max_abs_loglik_difference']:.2e}")
+    report = dict(
+        rows=rows,
+        gradient_seconds=grad_s,
+        gradient_ratio=grad_s["fit"] / grad_s["nuts"],
+        max_abs_loglik_difference=float(np.max(np.abs(np.subtract(ll["fit"], ll["nuts"])))),
+        points=len(points),
+        reference=describe_solve(REFERENCE),
+        nproc=os.environ.get("NPROC"),
+        load_average=os.getloadavg(),
+    )
+    print(
+        f"one NUTS gradient: FIT_SOLVE {grad_s['fit']:.3f} s, NUTS_SOLVE {grad_s['nuts']:.3f} s "
+        f"(ratio {report['gradient_ratio']:.2f}); max |log-lik difference| {report['max_abs_loglik_difference']:.2e}"
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1)

@@ -55,8 +55,13 @@ MODELS = {  # name: (protocol options, horizon in days)
 
 
 def record(name, value, unit, baseline=None, ratio=None, note=None):
-    r = {"name": name, "value": float(value), "unit": unit, "baseline": baseline,
-         "ratio": None if ratio is None else float(ratio)}
+    r = {
+        "name": name,
+        "value": float(value),
+        "unit": unit,
+        "baseline": baseline,
+        "ratio": None if ratio is None else float(ratio),
+    }
     if note:
         r["note"] = note
     RESULTS.append(r)
@@ -102,18 +107,18 @@ def setup(name):
 # --------------------------------------------------------------------------------------------
 class ScipyModel:
     def __init__(self, model, schedule, times):
+        import equinox as eqx
         import jax
-        import jax.numpy as jnp
+        from jax.flatten_util import ravel_pytree
 
         import pkpd
         from pkpd.simulate import as_arrays
 
-        import equinox as eqx
-        from jax.flatten_util import ravel_pytree
-
         self.table = tb = pkpd.segment_table(model, schedule, times)
         m = as_arrays(model)
-        self.cols = {k: np.asarray(getattr(tb, k)) for k in ("t0", "t1", "bolus", "rate", "session", "onset", "save_ts")}
+        self.cols = {
+            k: np.asarray(getattr(tb, k)) for k in ("t0", "t1", "bolus", "rate", "session", "onset", "save_ts")
+        }
         self.save_index = np.asarray(tb.save_index)
         self.k = self.cols["save_ts"].shape[1]
         # Parameters as one flat vector and ahead-of-time compiled RHS / Jacobian / jumps: the
@@ -127,8 +132,11 @@ class ScipyModel:
         f = lambda p, t, y, r, s: mk(p).vector_field(t, y, r, s)  # noqa: E731
         self._rhs = jax.jit(f).lower(self.p, t0, self.y0, r0, s0).compile()
         self._jac = jax.jit(jax.jacfwd(f, argnums=2)).lower(self.p, t0, self.y0, r0, s0).compile()
-        self._jump = jax.jit(lambda p, y, b, o: mk(p).session_onset(mk(p).dose(y, b), o)).lower(
-            self.p, self.y0, self.cols["bolus"][0], self.cols["onset"][0]).compile()
+        self._jump = (
+            jax.jit(lambda p, y, b, o: mk(p).session_onset(mk(p).dose(y, b), o))
+            .lower(self.p, self.y0, self.cols["bolus"][0], self.cols["onset"][0])
+            .compile()
+        )
         self._ravel = lambda model: ravel_pytree(eqx.filter(as_arrays(model), eqx.is_inexact_array))[0]  # noqa: E731
 
     def with_model(self, model):
@@ -153,8 +161,9 @@ class ScipyModel:
             fun = lambda t, yy: np.asarray(self._rhs(p, np.float64(t), yy, r, s))  # noqa: E731
             jac = lambda t, yy: np.asarray(self._jac(p, np.float64(t), yy, r, s))  # noqa: E731
             ts = c["save_ts"][i]
-            sol = solve_ivp(fun, (t0, t1), y, method=method, t_eval=np.unique(np.append(ts, t1)), rtol=rtol,
-                            atol=atol, jac=jac)
+            sol = solve_ivp(
+                fun, (t0, t1), y, method=method, t_eval=np.unique(np.append(ts, t1)), rtol=rtol, atol=atol, jac=jac
+            )
             if sol.status != 0:
                 raise RuntimeError(f"scipy {method} failed: {sol.message}")
             ys = sol.y.T
@@ -188,8 +197,9 @@ def bench_single(quick):
         run(**fit_kw)()
         first_fit = time.perf_counter() - t0
         t_fit = best_of(run(**fit_kw), 3 if quick else 5)
-        ref = np.asarray(pkpd.simulate(m, s, times, solver=dfx.Tsit5(), rtol=REF_RTOL, atol=REF_ATOL,
-                                       max_steps=1_000_000).states)
+        ref = np.asarray(
+            pkpd.simulate(m, s, times, solver=dfx.Tsit5(), rtol=REF_RTOL, atol=REF_ATOL, max_steps=1_000_000).states
+        )
         y_fit = np.asarray(pkpd.simulate(m, s, times, **fit_kw).states)
         y_def = np.asarray(pkpd.simulate(m, s, times).states)
         record(f"single_{name}_compile_default_s", compile_default[name], "s", note="first call minus compiled call")
@@ -197,20 +207,35 @@ def bench_single(quick):
         record(f"single_{name}_default_kvaerno5_s", t_default, "s", note=f"rtol 1e-8; err {rel_diff(y_def, ref):.1e}")
         record(f"single_{name}_tsit5_s", t_fit, "s", note=f"err vs reference {rel_diff(y_fit, ref):.1e}")
         sp = ScipyModel(m, s, times)
-        for method in (("LSODA", "BDF") if not quick or name == "psilocybin" else ("LSODA",)):
+        for method in ("LSODA", "BDF") if not quick or name == "psilocybin" else ("LSODA",):
             y_sp = sp.solve(method)
             t_sp = best_of(lambda: sp.solve(method), 1 if quick else 2)
-            record(f"single_{name}_scipy_{method.lower()}_s", t_sp, "s",
-                   note=f"err vs reference {rel_diff(y_sp, ref):.1e}; max rel diff vs pkpd {rel_diff(y_fit, y_sp):.1e}")
-            record(f"single_{name}_vs_scipy_{method.lower()}", t_sp / t_fit, "x", baseline=f"scipy {method}",
-                   ratio=t_sp / t_fit)
+            record(
+                f"single_{name}_scipy_{method.lower()}_s",
+                t_sp,
+                "s",
+                note=f"err vs reference {rel_diff(y_sp, ref):.1e}; max rel diff vs pkpd {rel_diff(y_fit, y_sp):.1e}",
+            )
+            record(
+                f"single_{name}_vs_scipy_{method.lower()}",
+                t_sp / t_fit,
+                "x",
+                baseline=f"scipy {method}",
+                ratio=t_sp / t_fit,
+            )
             if method == "LSODA":
                 ratios[name] = (t_sp / t_fit, rel_diff(y_fit, y_sp))
     worst = max(compile_default, key=compile_default.get)
     record("compile_s", compile_default[worst], "s", note=f"worst model ({worst}), default simulate call")
     r, d = ratios["fluoxetine"]
-    record("single_subject_vs_scipy", r, "x", baseline="scipy LSODA (fluoxetine 12 weeks)", ratio=r,
-           note=f"same tolerances; max rel diff {d:.1e}")
+    record(
+        "single_subject_vs_scipy",
+        r,
+        "x",
+        baseline="scipy LSODA (fluoxetine 12 weeks)",
+        ratio=r,
+        note=f"same tolerances; max rel diff {d:.1e}",
+    )
     record("single_subject_max_rel_diff", d, "1", baseline="scipy LSODA")
 
 
@@ -249,10 +274,13 @@ for n in ns:
     print("POP " + json.dumps(rec), flush=True)
 """
 
-POP_WORKER_ONCE = POP_WORKER.replace("""    del tr
+POP_WORKER_ONCE = POP_WORKER.replace(
+    """    del tr
     t0 = time.perf_counter()
     tr = pkpd.simulate_population(pop, s, times, **opts); jax.block_until_ready(tr.states)
-    rec["run_s"] = time.perf_counter() - t0""", """    rec["run_s"] = None""")
+    rec["run_s"] = time.perf_counter() - t0""",
+    """    rec["run_s"] = None""",
+)
 
 
 def run_worker(ns, devices=2, once=False, timeout=3600):
@@ -260,8 +288,13 @@ def run_worker(ns, devices=2, once=False, timeout=3600):
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}").strip()
     env["JAX_PLATFORMS"] = "cpu"
     src = POP_WORKER_ONCE if once else POP_WORKER
-    proc = subprocess.run([sys.executable, "-c", src, json.dumps(ns), str(devices)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", src, json.dumps(ns), str(devices)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     recs = [json.loads(x[4:]) for x in proc.stdout.splitlines() if x.startswith("POP ")]
     if proc.returncode != 0 or len(recs) != len(ns):
         raise RuntimeError(f"population worker failed: {proc.stderr[-2000:]}")
@@ -269,7 +302,6 @@ def run_worker(ns, devices=2, once=False, timeout=3600):
 
 
 def bench_population(quick):
-    import pkpd
 
     print("\n== population (fluoxetine 12 weeks, 100 save times, Tsit5 rtol 1e-6; 2 host devices) ==", flush=True)
     # scipy LSODA loop over >= 100 subjects with the same parameter distribution.
@@ -282,8 +314,11 @@ def bench_population(quick):
 
     for _ in range(n_sp):
         f = lambda x: float(x) * float(np.exp(0.3 * rng.standard_normal()))  # noqa: E731
-        mi = eqx.tree_at(lambda q: (q.driver.pk.cl, q.driver.pk.v, q.driver.pk.ka, q.driver.ec50), m,
-                         (f(m.driver.pk.cl), f(m.driver.pk.v), f(m.driver.pk.ka), f(m.driver.ec50)))
+        mi = eqx.tree_at(
+            lambda q: (q.driver.pk.cl, q.driver.pk.v, q.driver.pk.ka, q.driver.ec50),
+            m,
+            (f(m.driver.pk.cl), f(m.driver.pk.v), f(m.driver.pk.ka), f(m.driver.ec50)),
+        )
         sp.with_model(mi).solve("LSODA")
     scipy_rate = n_sp / (time.perf_counter() - t0)
     record("population_scipy_lsoda_subjects_per_s", scipy_rate, "1/s", note=f"loop over {n_sp} subjects, extrapolated")
@@ -295,10 +330,18 @@ def bench_population(quick):
         recs.update({r["n"]: r for r in run_worker([100_000], once=True, timeout=7200)})
     for n, r in sorted(recs.items()):
         t = r["run_s"] if r["run_s"] is not None else r["first_s"]
-        note = (f"median {r['steps_median']:.0f} / max {r['steps_max']:.0f} steps per subject; peak RSS "
-                f"{r['maxrss_gib']:.2f} GiB" + ("" if r["run_s"] is not None else "; one call incl. compile"))
-        record(f"population_{n}_subjects_per_s", n / t, "1/s", baseline="scipy LSODA loop",
-               ratio=(n / t) / scipy_rate, note=note)
+        note = (
+            f"median {r['steps_median']:.0f} / max {r['steps_max']:.0f} steps per subject; peak RSS "
+            f"{r['maxrss_gib']:.2f} GiB" + ("" if r["run_s"] is not None else "; one call incl. compile")
+        )
+        record(
+            f"population_{n}_subjects_per_s",
+            n / t,
+            "1/s",
+            baseline="scipy LSODA loop",
+            ratio=(n / t) / scipy_rate,
+            note=note,
+        )
         record(f"population_{n}_peak_rss_gib", r["maxrss_gib"], "GiB", note="ru_maxrss of the worker process")
     big = max(recs)
     if 10_000 in recs:
@@ -307,26 +350,50 @@ def bench_population(quick):
     else:
         rate10k = big / recs[big]["run_s"]
         note10k = f"EXTRAPOLATED from N={big} (throughput is linear in N beyond ~1,000)"
-        record("population_10000_subjects_per_s", rate10k, "1/s", baseline="scipy LSODA loop",
-               ratio=rate10k / scipy_rate, note=note10k)
-    record("population_10000_vs_scipy", rate10k / scipy_rate, "x", baseline="scipy LSODA loop",
-           ratio=rate10k / scipy_rate, note=note10k)
+        record(
+            "population_10000_subjects_per_s",
+            rate10k,
+            "1/s",
+            baseline="scipy LSODA loop",
+            ratio=rate10k / scipy_rate,
+            note=note10k,
+        )
+    record(
+        "population_10000_vs_scipy",
+        rate10k / scipy_rate,
+        "x",
+        baseline="scipy LSODA loop",
+        ratio=rate10k / scipy_rate,
+        note=note10k,
+    )
     if 100_000 in recs:
-        record("memory_100000_gib", recs[100_000]["maxrss_gib"], "GiB", note="measured: ru_maxrss, N=100,000 x 100 times")
+        record(
+            "memory_100000_gib", recs[100_000]["maxrss_gib"], "GiB", note="measured: ru_maxrss, N=100,000 x 100 times"
+        )
     else:
         # Peak = fixed part (runtime, compiled code, chunk buffers: constant once N exceeds one chunk)
         # + the returned states (N x 100 x 18 float64), which grow linearly.
         r = recs[big]
         fixed = r["maxrss_gib"] - r["states_gib"]
         est = fixed + r["states_gib"] * 100_000 / big
-        record("memory_100000_gib", est, "GiB",
-               note=f"ESTIMATED: peak RSS at N={big} ({r['maxrss_gib']:.2f} GiB) minus its states + 100,000 subjects' "
-                    "states (100 x 18 float64); population chunks bound the solver buffers")
+        record(
+            "memory_100000_gib",
+            est,
+            "GiB",
+            note=f"ESTIMATED: peak RSS at N={big} ({r['maxrss_gib']:.2f} GiB) minus its states + 100,000 subjects' "
+            "states (100 x 18 float64); population chunks bound the solver buffers",
+        )
     if not quick:  # sharding speed-up: same N on one device
         one = run_worker([ns[0]], devices=1)[0]
         two = recs[ns[0]]
-        record(f"population_{ns[0]}_sharding_speedup", one["run_s"] / two["run_s"], "x", baseline="1 device",
-               ratio=one["run_s"] / two["run_s"], note="2 host devices (one per core) vs 1")
+        record(
+            f"population_{ns[0]}_sharding_speedup",
+            one["run_s"] / two["run_s"],
+            "x",
+            baseline="1 device",
+            ratio=one["run_s"] / two["run_s"],
+            note="2 host devices (one per core) vs 1",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,7 +445,12 @@ def bench_fit(quick):
     print("\n== fit (psilocybin, published curves) ==", flush=True)
     t0 = time.perf_counter()
     problem = Problem("psilocybin")
-    record("fit_problem_setup_s", time.perf_counter() - t0, "s", note=f"{problem.obs.n} rows, {len(problem.names)} parameters")
+    record(
+        "fit_problem_setup_s",
+        time.perf_counter() - t0,
+        "s",
+        note=f"{problem.obs.n} rows, {len(problem.names)} parameters",
+    )
     f = fit_map(problem, starts=1, progress=False, max_steps=20 if quick else 200)
     record("fit_map_s", f.seconds, "s", note=f"one start incl. compile; {f.n_steps} LM steps, converged={f.converged}")
     warmup, draws = (20, 20) if quick else (200, 200)
@@ -410,8 +482,13 @@ def bench_chi(quick):
     cm.set_dosing_regimen(100.0, start=0.0, duration=dur, period=24.0, num=days)
     cm._simulator.set_tolerance(abs_tol=1e-12, rel_tol=1e-8)  # myokit defaults are 1e-6 / 1e-4
     order = cm.parameters()
-    values = {"central.drug_amount": 0.0, "dose.drug_amount": 0.0, "central.size": v, "dose.absorption_rate": ka,
-              "global.elimination_rate": cl / v}
+    values = {
+        "central.drug_amount": 0.0,
+        "dose.drug_amount": 0.0,
+        "central.size": v,
+        "dose.absorption_rate": ka,
+        "global.elimination_rate": cl / v,
+    }
     par = [values[p] for p in order]
     c_chi = cm.simulate(par, times)[0]
     t_chi = best_of(lambda: cm.simulate(par, times), 3)
@@ -441,8 +518,10 @@ def markdown(paths) -> str:
     out = ["| name | value | unit | ratio | baseline | note |", "|---|---:|---|---:|---|---|"]
     for r in rows.values():
         ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3g}x"
-        out.append(f"| `{r['name']}` | {r['value']:.4g} | {r['unit']} | {ratio} | {r.get('baseline') or ''} | "
-                   f"{r.get('note', '')} |")
+        out.append(
+            f"| `{r['name']}` | {r['value']:.4g} | {r['unit']} | {ratio} | {r.get('baseline') or ''} | "
+            f"{r.get('note', '')} |"
+        )
     return "\n".join(out)
 
 
@@ -460,10 +539,17 @@ def main(argv=None):
 
     import pkpd
 
-    machine = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
-               "cpus": os.cpu_count(), "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
-               "pkpd": getattr(pkpd, "__version__", "dev"), "quick": args.quick,
-               "loadavg_start": list(os.getloadavg())}
+    machine = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "pkpd": getattr(pkpd, "__version__", "dev"),
+        "quick": args.quick,
+        "loadavg_start": list(os.getloadavg()),
+    }
     try:
         import diffrax
         import scipy
@@ -472,8 +558,13 @@ def main(argv=None):
     except Exception:  # noqa: BLE001
         pass
     print(f"pkpd benchmarks ({'quick' if args.quick else 'full'}): {machine}", flush=True)
-    sections = {"single": bench_single, "population": bench_population, "gradient": bench_gradient,
-                "fit": bench_fit, "chi": bench_chi}
+    sections = {
+        "single": bench_single,
+        "population": bench_population,
+        "gradient": bench_gradient,
+        "fit": bench_fit,
+        "chi": bench_chi,
+    }
     errors = {}
     for name in args.only.split(","):
         t0 = time.perf_counter()

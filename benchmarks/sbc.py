@@ -42,19 +42,32 @@ import numpy as np
 
 TIMES_H = (24.0, 72.0, 168.0, 336.0, 720.0, 1440.0)
 PARAMETERS = ("k_spine_form", "k_spine_elim")
-SE = 2.0          # reported standard error of each point, %-points
-ADDITIVE = 1.5    # residual (model) error, %-points
+SE = 2.0  # reported standard error of each point, %-points
+ADDITIVE = 1.5  # residual (model) error, %-points
 BINS = 10
-API_ITER = 20     # warmup = draws of the --measure-api fit_nuts calls
+API_ITER = 20  # warmup = draws of the --measure-api fit_nuts calls
 
 
 def synthetic_rows():
     """Published-curve rows (``pkpd.load_curves`` format) for the design; values are placeholders."""
     import pandas as pd
 
-    row = dict(species="human", modality="psilocybin", citation="simulated (SBC)", doi="none", quote="simulated",
-               n=20.0, study_id="sbc", readout="spine_density", statistic="percent_change", unit="%",
-               time_unit="h", value=0.0, dispersion=str(SE), dispersion_type="se")
+    row = dict(
+        species="human",
+        modality="psilocybin",
+        citation="simulated (SBC)",
+        doi="none",
+        quote="simulated",
+        n=20.0,
+        study_id="sbc",
+        readout="spine_density",
+        statistic="percent_change",
+        unit="%",
+        time_unit="h",
+        value=0.0,
+        dispersion=str(SE),
+        dispersion_type="se",
+    )
     return pd.DataFrame([dict(row, time=t) for t in TIMES_H])
 
 
@@ -67,7 +80,9 @@ def uniformity(ranks: np.ndarray, n_ranks: int, bins: int = BINS) -> dict:
     edges = np.linspace(0, n_ranks, bins + 1)  # bin b holds ranks with edges[b] <= r < edges[b+1]
     counts = np.histogram(ranks, bins=edges)[0]
     # exact expected probabilities under the discrete uniform (equal if bins divides n_ranks)
-    per_bin = np.array([np.sum((np.arange(n_ranks) >= lo) & (np.arange(n_ranks) < hi)) for lo, hi in zip(edges[:-1], edges[1:])])
+    per_bin = np.array(
+        [np.sum((np.arange(n_ranks) >= lo) & (np.arange(n_ranks) < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    )
     expected = n * per_bin / n_ranks
     chi2 = float(np.sum((counts - expected) ** 2 / expected))
     chi2_p = float(stats.chi2.sf(chi2, bins - 1))
@@ -77,9 +92,17 @@ def uniformity(ranks: np.ndarray, n_ranks: int, bins: int = BINS) -> dict:
     ks = float(np.max(np.abs(ecdf - (k + 1) / n_ranks)))
     ks_p = float(stats.kstwo.sf(ks, n))  # continuous-uniform reference: conservative for discrete ranks
     u = (ranks + 0.5) / n_ranks
-    return dict(histogram=counts.tolist(), expected_per_bin=expected.tolist(), chi2=chi2, chi2_df=bins - 1,
-                chi2_p=chi2_p, ks=ks, ks_p=ks_p, mean_normalised_rank=float(u.mean()),
-                sd_normalised_rank=float(u.std(ddof=1)))
+    return dict(
+        histogram=counts.tolist(),
+        expected_per_bin=expected.tolist(),
+        chi2=chi2,
+        chi2_df=bins - 1,
+        chi2_p=chi2_p,
+        ks=ks,
+        ks_p=ks_p,
+        mean_normalised_rank=float(u.mean()),
+        sd_normalised_rank=float(u.std(ddof=1)),
+    )
 
 
 def main(argv=None):
@@ -91,8 +114,11 @@ def main(argv=None):
     ap.add_argument("--thin", type=int, default=2)
     ap.add_argument("--max-tree-depth", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--measure-api", action="store_true",
-                    help="also time two calls of pkpd.fit.fit_nuts on two simulated data sets (recompilation)")
+    ap.add_argument(
+        "--measure-api",
+        action="store_true",
+        help="also time two calls of pkpd.fit.fit_nuts on two simulated data sets (recompilation)",
+    )
     ap.add_argument("--json", required=True)
     args = ap.parse_args(argv)
     n_rep = args.replicates or (12 if args.quick else 50)
@@ -133,15 +159,27 @@ def main(argv=None):
         b = float(log_density(fit_model, (), {"obs": jnp.asarray(y_check + 1.0)}, params)[0])
         assert abs(a - b) <= 1e-8 * max(1.0, abs(b)), (a, b)
 
-    _, pe_gen, _, _ = initialize_model(jax.random.PRNGKey(0), model, model_args=(jnp.zeros(n_obs),),
-                                       dynamic_args=True, forward_mode_differentiation=True)
+    _, pe_gen, _, _ = initialize_model(
+        jax.random.PRNGKey(0),
+        model,
+        model_args=(jnp.zeros(n_obs),),
+        dynamic_args=True,
+        forward_mode_differentiation=True,
+    )
     init_kernel, sample_kernel = hmc(potential_fn_gen=pe_gen, algo="NUTS")
     W, N, thin = args.warmup, args.draws, args.thin
 
     def run_chain(key, y, z0):
-        state = init_kernel({n: z0[i] for i, n in enumerate(names)}, num_warmup=W, dense_mass=[tuple(sorted(names))],
-                            target_accept_prob=0.8, max_tree_depth=args.max_tree_depth,
-                            forward_mode_differentiation=True, model_args=(y,), rng_key=key)
+        state = init_kernel(
+            {n: z0[i] for i, n in enumerate(names)},
+            num_warmup=W,
+            dense_mass=[tuple(sorted(names))],
+            target_accept_prob=0.8,
+            max_tree_depth=args.max_tree_depth,
+            forward_mode_differentiation=True,
+            model_args=(y,),
+            rng_key=key,
+        )
 
         def step(st, _):
             st = sample_kernel(st, model_args=(y,))
@@ -162,21 +200,52 @@ def main(argv=None):
 
     def report(complete: bool, extra_results=()):
         secs = [r["seconds"] for r in reps[1:]] if len(reps) > 1 else [r["seconds"] for r in reps]
-        results = [dict(name="sbc_seconds_per_replicate", value=float(np.median(secs)) if secs else None, unit="s",
-                        baseline=None, ratio=None),
-                   dict(name="sbc_first_replicate_seconds_with_compile", value=reps[0]["seconds"] if reps else None,
-                        unit="s", baseline=None, ratio=None),
-                   dict(name="sbc_replicates", value=len(reps), unit="1", baseline=None, ratio=None),
-                   dict(name="sbc_divergences_post_warmup_total", value=int(sum(r["divergences_post_warmup"] for r in reps)),
-                        unit="1", baseline=None, ratio=None),
-                   dict(name="sbc_replicates_with_post_warmup_divergences",
-                        value=int(sum(r["divergences_post_warmup"] > 0 for r in reps)), unit="1", baseline=None, ratio=None),
-                   dict(name="sbc_divergences_warmup_total", value=int(sum(r["divergences_warmup"] for r in reps)),
-                        unit="1", baseline=None, ratio=None),
-                   dict(name="sbc_mean_leapfrog_steps_per_draw",
-                        value=float(np.mean([r["mean_leapfrog_post_warmup"] for r in reps])) if reps else None,
-                        unit="1", baseline=None, ratio=None),
-                   dict(name="sbc_compiled_functions", value=int(run._cache_size()), unit="1", baseline=None, ratio=None)]
+        results = [
+            dict(
+                name="sbc_seconds_per_replicate",
+                value=float(np.median(secs)) if secs else None,
+                unit="s",
+                baseline=None,
+                ratio=None,
+            ),
+            dict(
+                name="sbc_first_replicate_seconds_with_compile",
+                value=reps[0]["seconds"] if reps else None,
+                unit="s",
+                baseline=None,
+                ratio=None,
+            ),
+            dict(name="sbc_replicates", value=len(reps), unit="1", baseline=None, ratio=None),
+            dict(
+                name="sbc_divergences_post_warmup_total",
+                value=int(sum(r["divergences_post_warmup"] for r in reps)),
+                unit="1",
+                baseline=None,
+                ratio=None,
+            ),
+            dict(
+                name="sbc_replicates_with_post_warmup_divergences",
+                value=int(sum(r["divergences_post_warmup"] > 0 for r in reps)),
+                unit="1",
+                baseline=None,
+                ratio=None,
+            ),
+            dict(
+                name="sbc_divergences_warmup_total",
+                value=int(sum(r["divergences_warmup"] for r in reps)),
+                unit="1",
+                baseline=None,
+                ratio=None,
+            ),
+            dict(
+                name="sbc_mean_leapfrog_steps_per_draw",
+                value=float(np.mean([r["mean_leapfrog_post_warmup"] for r in reps])) if reps else None,
+                unit="1",
+                baseline=None,
+                ratio=None,
+            ),
+            dict(name="sbc_compiled_functions", value=int(run._cache_size()), unit="1", baseline=None, ratio=None),
+        ]
         stats_all = {}
         for p in PARAMETERS:
             if len(ranks[p]) < 2:
@@ -186,36 +255,94 @@ def main(argv=None):
             ess = [r["ess_kept"][p] for r in reps]
             zscore = [r["z_score"][p] for r in reps]
             contraction = [r["contraction"][p] for r in reps]
-            results += [dict(name=f"sbc_chi2_{p}", value=s["chi2"], unit=f"chi2 ({s['chi2_df']} df)", baseline=None, ratio=None),
-                        dict(name=f"sbc_chi2_p_{p}", value=s["chi2_p"], unit="1", baseline=None, ratio=None),
-                        dict(name=f"sbc_ks_{p}", value=s["ks"], unit="1", baseline=None, ratio=None),
-                        dict(name=f"sbc_ks_p_{p}", value=s["ks_p"], unit="1", baseline=None, ratio=None),
-                        dict(name=f"sbc_mean_normalised_rank_{p}", value=s["mean_normalised_rank"], unit="1 (uniform: 0.5)",
-                             baseline=None, ratio=None),
-                        dict(name=f"sbc_sd_normalised_rank_{p}", value=s["sd_normalised_rank"], unit="1 (uniform: 0.289)",
-                             baseline=None, ratio=None),
-                        dict(name=f"sbc_median_ess_of_kept_draws_{p}", value=float(np.median(ess)), unit=f"draws (of {L})",
-                             baseline=None, ratio=None),
-                        dict(name=f"sbc_mean_z_score_{p}", value=float(np.mean(zscore)),
-                             unit="(posterior mean - truth) / posterior sd", baseline=None, ratio=None),
-                        dict(name=f"sbc_median_contraction_{p}", value=float(np.median(contraction)),
-                             unit="1 - posterior var / prior var", baseline=None, ratio=None)]
+            results += [
+                dict(
+                    name=f"sbc_chi2_{p}", value=s["chi2"], unit=f"chi2 ({s['chi2_df']} df)", baseline=None, ratio=None
+                ),
+                dict(name=f"sbc_chi2_p_{p}", value=s["chi2_p"], unit="1", baseline=None, ratio=None),
+                dict(name=f"sbc_ks_{p}", value=s["ks"], unit="1", baseline=None, ratio=None),
+                dict(name=f"sbc_ks_p_{p}", value=s["ks_p"], unit="1", baseline=None, ratio=None),
+                dict(
+                    name=f"sbc_mean_normalised_rank_{p}",
+                    value=s["mean_normalised_rank"],
+                    unit="1 (uniform: 0.5)",
+                    baseline=None,
+                    ratio=None,
+                ),
+                dict(
+                    name=f"sbc_sd_normalised_rank_{p}",
+                    value=s["sd_normalised_rank"],
+                    unit="1 (uniform: 0.289)",
+                    baseline=None,
+                    ratio=None,
+                ),
+                dict(
+                    name=f"sbc_median_ess_of_kept_draws_{p}",
+                    value=float(np.median(ess)),
+                    unit=f"draws (of {L})",
+                    baseline=None,
+                    ratio=None,
+                ),
+                dict(
+                    name=f"sbc_mean_z_score_{p}",
+                    value=float(np.mean(zscore)),
+                    unit="(posterior mean - truth) / posterior sd",
+                    baseline=None,
+                    ratio=None,
+                ),
+                dict(
+                    name=f"sbc_median_contraction_{p}",
+                    value=float(np.median(contraction)),
+                    unit="1 - posterior var / prior var",
+                    baseline=None,
+                    ratio=None,
+                ),
+            ]
         results += list(extra_results)
-        out = {"machine": {"python": platform.python_version(), "machine": platform.machine(), "jax": jax.__version__,
-                           "numpyro": numpyro.__version__, "pkpd": getattr(pkpd, "__version__", "?"),
-                           "cpu_count": os.cpu_count(), "load_average_1_5_15": list(os.getloadavg()),
-                           "niceness": os.nice(0)},
-               "settings": {"modality": "psilocybin", "species": "human", "schedule": "protocol('psilocybin'): one oral dose",
-                            "parameters": list(PARAMETERS), "prior_mu_z": mu.tolist(), "prior_sigma_z": sigma.tolist(),
-                            "observations": [f"spine_density percent_change at {t:g} h" for t in TIMES_H],
-                            "se": SE, "error_model": dict(kind="additive", additive=ADDITIVE), "likelihood_sd": np.asarray(sd).tolist(),
-                            "replicates_requested": n_rep, "warmup": W, "draws": N, "thin": thin, "kept_draws": L,
-                            "rank_values": L + 1, "bins": BINS, "max_tree_depth": args.max_tree_depth, "dense_mass": True,
-                            "target_accept_prob": 0.8, "init": "prior median", "derivatives": "forward mode (diffrax.ForwardMode)",
-                            "seed": args.seed, "setup_seconds": setup_s, "complete": complete,
-                            "rejected_prior_draws_nonfinite_simulation": rejected_prior_draws},
-               "results": results, "ranks": {p: [int(r) for r in ranks[p]] for p in PARAMETERS},
-               "uniformity": stats_all, "replicates": reps}
+        out = {
+            "machine": {
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "jax": jax.__version__,
+                "numpyro": numpyro.__version__,
+                "pkpd": getattr(pkpd, "__version__", "?"),
+                "cpu_count": os.cpu_count(),
+                "load_average_1_5_15": list(os.getloadavg()),
+                "niceness": os.nice(0),
+            },
+            "settings": {
+                "modality": "psilocybin",
+                "species": "human",
+                "schedule": "protocol('psilocybin'): one oral dose",
+                "parameters": list(PARAMETERS),
+                "prior_mu_z": mu.tolist(),
+                "prior_sigma_z": sigma.tolist(),
+                "observations": [f"spine_density percent_change at {t:g} h" for t in TIMES_H],
+                "se": SE,
+                "error_model": dict(kind="additive", additive=ADDITIVE),
+                "likelihood_sd": np.asarray(sd).tolist(),
+                "replicates_requested": n_rep,
+                "warmup": W,
+                "draws": N,
+                "thin": thin,
+                "kept_draws": L,
+                "rank_values": L + 1,
+                "bins": BINS,
+                "max_tree_depth": args.max_tree_depth,
+                "dense_mass": True,
+                "target_accept_prob": 0.8,
+                "init": "prior median",
+                "derivatives": "forward mode (diffrax.ForwardMode)",
+                "seed": args.seed,
+                "setup_seconds": setup_s,
+                "complete": complete,
+                "rejected_prior_draws_nonfinite_simulation": rejected_prior_draws,
+            },
+            "results": results,
+            "ranks": {p: [int(r) for r in ranks[p]] for p in PARAMETERS},
+            "uniformity": stats_all,
+            "replicates": reps,
+        }
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
         return out
@@ -235,10 +362,22 @@ def main(argv=None):
         secs = time.perf_counter() - t0
         zs, div, nsteps = np.asarray(zs), np.asarray(div), np.asarray(nsteps)
         draws = zs[kept]
-        rec = dict(replicate=i, seconds=secs, z_true=z_true.tolist(), y=y.tolist(),
-                   divergences_warmup=int(div[:W].sum()), divergences_post_warmup=int(div[W:].sum()),
-                   mean_leapfrog_post_warmup=float(nsteps[W:].mean()), max_leapfrog=int(nsteps.max()),
-                   ranks={}, ess_kept={}, z_score={}, contraction={}, posterior_mean={}, posterior_sd={})
+        rec = dict(
+            replicate=i,
+            seconds=secs,
+            z_true=z_true.tolist(),
+            y=y.tolist(),
+            divergences_warmup=int(div[:W].sum()),
+            divergences_post_warmup=int(div[W:].sum()),
+            mean_leapfrog_post_warmup=float(nsteps[W:].mean()),
+            max_leapfrog=int(nsteps.max()),
+            ranks={},
+            ess_kept={},
+            z_score={},
+            contraction={},
+            posterior_mean={},
+            posterior_sd={},
+        )
         for j, p in enumerate(PARAMETERS):
             r = int(np.sum(draws[:, j] < z_true[j]))
             ranks[p].append(r)
@@ -249,9 +388,12 @@ def main(argv=None):
             rec["contraction"][p] = 1.0 - s**2 / sigma[j] ** 2
             rec["ess_kept"][p] = float(effective_sample_size(draws[None, :, j]))
         reps.append(rec)
-        print(f"[sbc] replicate {i + 1}/{n_rep}: {secs:.1f} s, ranks {[rec['ranks'][p] for p in PARAMETERS]} of {L}, "
-              f"divergences {rec['divergences_warmup']}+{rec['divergences_post_warmup']}, "
-              f"leapfrog/draw {rec['mean_leapfrog_post_warmup']:.1f}, load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"[sbc] replicate {i + 1}/{n_rep}: {secs:.1f} s, ranks {[rec['ranks'][p] for p in PARAMETERS]} of {L}, "
+            f"divergences {rec['divergences_warmup']}+{rec['divergences_post_warmup']}, "
+            f"leapfrog/draw {rec['mean_leapfrog_post_warmup']:.1f}, load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         report(False)
     total = time.perf_counter() - t_all
 
@@ -272,14 +414,29 @@ def main(argv=None):
             api.append(time.perf_counter() - t0)
             print(f"[sbc] fit_nuts call {k + 1}: {api[-1]:.1f} s", flush=True)
         own = float(np.median([r["seconds"] for r in reps[1:]])) if len(reps) > 1 else reps[0]["seconds"]
-        extra += [dict(name=f"api_fit_nuts_first_call_seconds_warmup{API_ITER}_draws{API_ITER}", value=api[0], unit="s",
-                       baseline="sbc_seconds_per_replicate", ratio=api[0] / own),
-                  dict(name=f"api_fit_nuts_second_call_seconds_warmup{API_ITER}_draws{API_ITER}", value=api[1], unit="s",
-                       baseline="sbc_seconds_per_replicate", ratio=api[1] / own)]
+        extra += [
+            dict(
+                name=f"api_fit_nuts_first_call_seconds_warmup{API_ITER}_draws{API_ITER}",
+                value=api[0],
+                unit="s",
+                baseline="sbc_seconds_per_replicate",
+                ratio=api[0] / own,
+            ),
+            dict(
+                name=f"api_fit_nuts_second_call_seconds_warmup{API_ITER}_draws{API_ITER}",
+                value=api[1],
+                unit="s",
+                baseline="sbc_seconds_per_replicate",
+                ratio=api[1] / own,
+            ),
+        ]
     out = report(True, extra)
     for r in out["results"]:
-        print(f"{r['name']:<48} {r['value']:.4g} {r['unit']}" if isinstance(r["value"], float) else
-              f"{r['name']:<48} {r['value']} {r['unit']}")
+        print(
+            f"{r['name']:<48} {r['value']:.4g} {r['unit']}"
+            if isinstance(r["value"], float)
+            else f"{r['name']:<48} {r['value']} {r['unit']}"
+        )
     for p in PARAMETERS:
         print(f"{p}: rank histogram {out['uniformity'][p]['histogram']}")
 

@@ -74,15 +74,28 @@ def main(argv=None):
 
     c_scipy = scipy_lsoda()
     results["scipy_lsoda"] = best_of(scipy_lsoda, repeats=3)
-    err = {"ode_kvaerno5": np.max(np.abs(np.asarray(pkpd.simulate(model, schedule, times, method="ode")["concentration"]) - ref) / np.maximum(ref, 1e-12)),
-           "scipy_lsoda": np.max(np.abs(c_scipy[: ref.size] - ref[: c_scipy.size]) / np.maximum(ref[: c_scipy.size], 1e-12))}
+    err = {
+        "ode_kvaerno5": np.max(
+            np.abs(np.asarray(pkpd.simulate(model, schedule, times, method="ode")["concentration"]) - ref)
+            / np.maximum(ref, 1e-12)
+        ),
+        "scipy_lsoda": np.max(
+            np.abs(c_scipy[: ref.size] - ref[: c_scipy.size]) / np.maximum(ref[: c_scipy.size], 1e-12)
+        ),
+    }
     base = results["scipy_lsoda"]
-    report = {"machine": {"python": platform.python_version(), "machine": platform.machine(), "jax": jax.__version__},
-              "results": [{"name": f"single_subject_{k_}_s", "value": v_, "unit": "s", "baseline": "scipy_lsoda",
-                           "ratio": base / v_} for k_, v_ in results.items()]
-              + [{"name": "first_call_exact_s", "value": compile_exact, "unit": "s", "baseline": None, "ratio": None}]
-              + [{"name": f"max_rel_diff_{k_}", "value": float(e), "unit": "1", "baseline": "exact", "ratio": None}
-                 for k_, e in err.items()]}
+    report = {
+        "machine": {"python": platform.python_version(), "machine": platform.machine(), "jax": jax.__version__},
+        "results": [
+            {"name": f"single_subject_{k_}_s", "value": v_, "unit": "s", "baseline": "scipy_lsoda", "ratio": base / v_}
+            for k_, v_ in results.items()
+        ]
+        + [{"name": "first_call_exact_s", "value": compile_exact, "unit": "s", "baseline": None, "ratio": None}]
+        + [
+            {"name": f"max_rel_diff_{k_}", "value": float(e), "unit": "1", "baseline": "exact", "ratio": None}
+            for k_, e in err.items()
+        ],
+    }
     for r in report["results"]:
         ratio = f"  ({r['ratio']:.1f}x faster than {r['baseline']})" if r["ratio"] else ""
         print(f"{r['name']:<36} {r['value']:.4g} {r['unit']}{ratio}")

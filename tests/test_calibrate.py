@@ -35,8 +35,16 @@ def test_parameter_order_does_not_depend_on_the_hash_seed():
     import sys
 
     code = "from pkpd.fit import Problem; print(Problem('ketamine').names)"
-    out = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    out = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
     assert len(out) == 1
 
 
@@ -58,7 +66,9 @@ def test_shipped_calibration_covers_every_modality(shipped):
     # the Laplace check refuses a_itbs (cliff below the MAP, plateau above: benchmarks/RESULTS.md),
     # whose draws then come from its slice: none below the cliff, most on the plateau
     row = s.set_index("parameter").loc["stimulation.a_itbs"]
-    assert row["marginal"] == "slice grid" and not shipped.info["laplace_check"]["parameters"]["k_spine_form"]["refused"]
+    assert (
+        row["marginal"] == "slice grid" and not shipped.info["laplace_check"]["parameters"]["k_spine_form"]["refused"]
+    )
     i = shipped.keys.index("stimulation.a_itbs")
     a = np.exp(shipped.draws_z[:, i])
     assert a.min() > 1.3 and np.median(a) > 1.7 and row["sd_ratio"] > 0.3
@@ -123,7 +133,7 @@ def dmt_joint():
 
 def test_parallel_evaluation_equals_one_modality_at_a_time(dmt_joint):
     jp = dmt_joint
-    x = np.concatenate([jp.mu[:jp.K] - 0.2, np.zeros(jp.S)])
+    x = np.concatenate([jp.mu[: jp.K] - 0.2, np.zeros(jp.S)])
     par = jp._evaluate(x)
     assert set(par) == set(jp.problems) and set(jp.cost) == set(jp.problems)
     for m in jp.problems:
@@ -138,15 +148,17 @@ def test_host_log_likelihood_integrates_study_effects_out_and_matches_finite_dif
     in (z, log tau) matches central differences."""
     jp = dmt_joint
     host = calibrate._HostLogLikelihood(jp)
-    theta = np.concatenate([jp.mu[:jp.K] + 0.1, [np.log(0.2)]])
+    theta = np.concatenate([jp.mu[: jp.K] + 0.1, [np.log(0.2)]])
     ll, g = host(theta)
     grid = np.linspace(-4.0, 4.0, 200_001)
     want = 0.0
-    for m, (_jac, pred) in jp._evaluate(theta[:jp.K]).items():
+    for m, (_jac, pred) in jp._evaluate(theta[: jp.K]).items():
         uniq, study, value, sd = host.local[m]
         for s in range(len(uniq)):
             rows = study == s
-            logf = (-0.5 * (((pred[rows, None] * np.exp(grid)[None, :]) - value[rows, None]) / sd[rows, None]) ** 2).sum(0)
+            logf = (
+                -0.5 * (((pred[rows, None] * np.exp(grid)[None, :]) - value[rows, None]) / sd[rows, None]) ** 2
+            ).sum(0)
             logf += -0.5 * (grid / 0.2) ** 2 - np.log(0.2 * np.sqrt(2 * np.pi))
             top = logf.max()
             want += top + np.log(np.trapezoid(np.exp(logf - top), grid))
@@ -167,8 +179,9 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     """A tiny hierarchical NUTS: posterior groups with the named dims, tau > 0, attrs, netCDF."""
     import arviz as az
 
-    idata = calibrate.nuts(["dmt", "sertraline"], chains=2, warmup=25, draws=10, progress=False, max_tree_depth=4,
-                           adapt_mass="scale")
+    idata = calibrate.nuts(
+        ["dmt", "sertraline"], chains=2, warmup=25, draws=10, progress=False, max_tree_depth=4, adapt_mass="scale"
+    )
     post = idata.posterior
     assert post["parameters"].shape == (2, 10, len(post.coords["parameter"]))
     assert np.all(np.asarray(post["tau"]) > 0)
@@ -203,8 +216,16 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     assert metric["keys"][-1] == "log_tau" and metric["draws"] == 20 and metric["n_eff"] > 0
     with open(tmp_path / "metric.json", "w") as f:
         json.dump(dict(metric, n_eff=1e9), f)
-    again = calibrate.nuts(["dmt", "sertraline"], chains=1, warmup=4, draws=2, progress=False, max_tree_depth=3,
-                           metric=str(tmp_path / "metric.json"), study_effect_draws=0)
+    again = calibrate.nuts(
+        ["dmt", "sertraline"],
+        chains=1,
+        warmup=4,
+        draws=2,
+        progress=False,
+        max_tree_depth=3,
+        metric=str(tmp_path / "metric.json"),
+        study_effect_draws=0,
+    )
     W2 = np.asarray(json.loads(again.posterior.attrs["whitening"]))
     rest = json.loads(again.posterior.attrs["whitened_indices"])
     np.testing.assert_allclose(W2 @ W2.T, np.cov(theta.T)[np.ix_(rest, rest)], rtol=1e-6, atol=1e-12)
@@ -359,8 +380,9 @@ def test_grid_marginal_samples_a_truncated_density_exactly():
     assert stats.kstest(g["draws"], cdf).pvalue > 0.01
     steep = calibrate.grid_marginal(lambda x: 800.0 * x, 0.0, 1.0, 3, draws=500, rng=np.random.default_rng(1))
     assert steep["mean"] == pytest.approx(1.0 - 1.0 / 800.0, abs=1e-9) and np.all(steep["draws"] > 0.5)
-    holes = calibrate.grid_marginal(lambda x: -np.inf if x < 0 else 0.0, -1.0, 1.0, 5, draws=500,
-                                    rng=np.random.default_rng(2))
+    holes = calibrate.grid_marginal(
+        lambda x: -np.inf if x < 0 else 0.0, -1.0, 1.0, 5, draws=500, rng=np.random.default_rng(2)
+    )
     assert np.all(holes["draws"] >= 0.0) and holes["mean"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="not finite anywhere"):
         calibrate.grid_marginal(lambda x: np.nan, 0.0, 1.0, 5, draws=5, rng=np.random.default_rng(0))
@@ -376,7 +398,9 @@ def test_grid_transform_maps_a_standard_normal_onto_the_grid_density():
     gauss = calibrate.GridTransform(x, -0.5 * ((x - 1.0) / 0.5) ** 2)
     for u in (-2.0, 0.0, 1.3):
         th, lj = gauss(u)
-        assert float(th) == pytest.approx(1.0 + 0.5 * u, abs=1e-6) and float(lj) == pytest.approx(np.log(0.5), abs=2e-3)  # grid: h = 0.05
+        assert float(th) == pytest.approx(1.0 + 0.5 * u, abs=1e-6) and float(lj) == pytest.approx(
+            np.log(0.5), abs=2e-3
+        )  # grid: h = 0.05
 
     def ld(v):
         return -0.5 * v * v + 40.0 * np.log(stats.logistic.cdf((v - 0.3) / 0.1))
@@ -397,8 +421,9 @@ def test_grid_transform_maps_a_standard_normal_onto_the_grid_density():
 def test_hierarchical_nuts_samples_a_refused_parameter_through_its_grid(shipped):
     """With the shipped calibration's refused a_itbs, nuts() leaves it out of the whitening and
     maps its u through the GridTransform; the others stay start + W u."""
-    idata = calibrate.nuts(["itbs"], chains=1, warmup=15, draws=8, progress=False, max_tree_depth=4,
-                           study_effect_draws=0, init=shipped)
+    idata = calibrate.nuts(
+        ["itbs"], chains=1, warmup=15, draws=8, progress=False, max_tree_depth=4, study_effect_draws=0, init=shipped
+    )
     post = idata.posterior
     keys = list(post.coords["parameter"].values)
     i = keys.index("stimulation.a_itbs")
@@ -421,13 +446,18 @@ def test_widen_xla_pool_adds_one_worker_and_keeps_a_users_value():
     import subprocess
     import sys
 
-    code = ("import os; from pkpd import calibrate; from jax._src import xla_bridge as xb; "
-            "started = bool(xb._backends); print(calibrate.widen_xla_pool(), os.cpu_count(), started)")
+    code = (
+        "import os; from pkpd import calibrate; from jax._src import xla_bridge as xb; "
+        "started = bool(xb._backends); print(calibrate.widen_xla_pool(), os.cpu_count(), started)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "NPROC"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
     assert int(out[0]) == int(out[1]) + 1 and out[2] == "False"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**env, "NPROC": "7"}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**env, "NPROC": "7"}
+    ).stdout.split()
     assert out[0] == "7"
 
 
@@ -442,9 +472,14 @@ def test_solve_settings_validate_and_reach_the_problems_predictions():
     s = solve_settings({"rtol": 1e-3, "solver": dfx.Bosh3()})
     assert s["rtol"] == 1e-3 and isinstance(s["solver"], dfx.Bosh3) and s["atol"] == FIT_SOLVE["atol"]
     assert describe_solve(s) == "Bosh3 rtol=0.001 atol=1e-09"
-    for bad, match in [({"rtl": 1e-3}, "unknown keys"), ({"rtol": 0.0}, "rtol"), ({"atol": np.nan}, "atol"),
-                       ({"max_steps": 0}, "max_steps"), ({"solver": "Tsit5"}, "not a diffrax solver"),
-                       ([("rtol", 1e-3)], "must be a dict")]:
+    for bad, match in [
+        ({"rtl": 1e-3}, "unknown keys"),
+        ({"rtol": 0.0}, "rtol"),
+        ({"atol": np.nan}, "atol"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"solver": "Tsit5"}, "not a diffrax solver"),
+        ([("rtol", 1e-3)], "must be a dict"),
+    ]:
         with pytest.raises(FitError, match=match):
             solve_settings(bad)
     with pytest.raises(ValueError, match="unknown modalities"):

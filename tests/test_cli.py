@@ -17,16 +17,31 @@ def test_compare_cli_writes_json_and_figure(capsys, tmp_path):
     import json
 
     claims = tmp_path / "claims.toml"
-    claims.write_text('[[claim]]\nid = "c"\ntext = "t"\nmodalities = ["dmt"]\nreadout = "spine_density"\n'
-                      'metric = "t50_h"\nop = "<"\nthreshold = 24.0\n')
+    claims.write_text(
+        '[[claim]]\nid = "c"\ntext = "t"\nmodalities = ["dmt"]\nreadout = "spine_density"\n'
+        'metric = "t50_h"\nop = "<"\nthreshold = 24.0\n'
+    )
     out_json, fig = tmp_path / "r.json", tmp_path / "r.png"
-    argv = ["compare", "--quick", "--modalities", "dmt", "--claims", str(claims), "--json", str(out_json),
-            "--figure", str(fig), "--no-progress"]
+    argv = [
+        "compare",
+        "--quick",
+        "--modalities",
+        "dmt",
+        "--claims",
+        str(claims),
+        "--json",
+        str(out_json),
+        "--figure",
+        str(fig),
+        "--no-progress",
+    ]
     assert pkpd.cli.main(argv) == 0
     out = capsys.readouterr().out
     rep = json.loads(out_json.read_text())
     assert set(rep) >= {"modalities", "claims", "counterfactuals"}
-    assert rep["modalities"][0]["name"] == "dmt" and len(rep["modalities"][0]["readouts"]["spine_density"]["t50_h"]) == 3
+    assert (
+        rep["modalities"][0]["name"] == "dmt" and len(rep["modalities"][0]["readouts"]["spine_density"]["t50_h"]) == 3
+    )
     assert rep["claims"][0]["verdict"] in ("supported", "contradicted", "uncertain") and "claims:" in out
     assert fig.stat().st_size > 10_000
 

@@ -1,10 +1,9 @@
 """The comparison: report structure, claim logic, reproducibility, CLI."""
 
+import importlib
 import json
 
 import pytest
-
-import importlib
 
 C = importlib.import_module("pkpd.compare")  # the module (pkpd.compare is the function)
 

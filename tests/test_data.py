@@ -14,9 +14,22 @@ def test_library_size_and_provenance():
     assert ident.all()
     from pkpd.modalities import MODALITIES
 
-    assert {MODALITIES[m].family for m in set(df["modality"])} == {"psychedelic", "ketamine", "ssri", "stimulation", "seizure"}
-    assert {"concentration", "occupancy", "spine_density", "neurogenesis", "hippocampal_volume", "synaptic_efficacy",
-            "response"} <= set(df["readout"])
+    assert {MODALITIES[m].family for m in set(df["modality"])} == {
+        "psychedelic",
+        "ketamine",
+        "ssri",
+        "stimulation",
+        "seizure",
+    }
+    assert {
+        "concentration",
+        "occupancy",
+        "spine_density",
+        "neurogenesis",
+        "hippocampal_volume",
+        "synaptic_efficacy",
+        "response",
+    } <= set(df["readout"])
 
 
 def test_brunoni_serum_bdnf_does_not_rise():
@@ -42,20 +55,41 @@ def test_standard_errors_from_dispersion():
 
 
 def _row(**kw):
-    base = dict(study_id="x", species="human", modality="psilocybin", readout="spine_density",
-                statistic="percent_change", value="10", unit="%", time="1", time_unit="d", citation="A 2020",
-                doi="10.1/x", quote="q", n="5")
+    base = dict(
+        study_id="x",
+        species="human",
+        modality="psilocybin",
+        readout="spine_density",
+        statistic="percent_change",
+        value="10",
+        unit="%",
+        time="1",
+        time_unit="d",
+        citation="A 2020",
+        doi="10.1/x",
+        quote="q",
+        n="5",
+    )
     base.update(kw)
     return pd.DataFrame([base])
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(readout="mood"), "readout"), (dict(statistic="vibes"), "statistic"), (dict(unit=""), "unit"),
-    (dict(n="0"), "n="), (dict(dispersion="-1", dispersion_type="sd"), "dispersion"),
-    (dict(dispersion="3;1", dispersion_type="ci95_low_high"), "lo < hi"), (dict(time_unit="fortnight"), "time_unit"),
-    (dict(doi=""), "identifier"), (dict(value="ten"), "value"), (dict(species="dog"), "species"),
-    (dict(dispersion="1", dispersion_type="stderr"), "dispersion_type"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(readout="mood"), "readout"),
+        (dict(statistic="vibes"), "statistic"),
+        (dict(unit=""), "unit"),
+        (dict(n="0"), "n="),
+        (dict(dispersion="-1", dispersion_type="sd"), "dispersion"),
+        (dict(dispersion="3;1", dispersion_type="ci95_low_high"), "lo < hi"),
+        (dict(time_unit="fortnight"), "time_unit"),
+        (dict(doi=""), "identifier"),
+        (dict(value="ten"), "value"),
+        (dict(species="dog"), "species"),
+        (dict(dispersion="1", dispersion_type="stderr"), "dispersion_type"),
+    ],
+)
 def test_loader_rejects(kw, match):
     with pytest.raises(ValueError, match=match):
         data.load_curves(_row(**kw))
@@ -69,14 +103,36 @@ def test_loader_missing_column():
 def test_webplotdigitizer_import(tmp_path):
     p = tmp_path / "wpd.csv"
     p.write_text("Dataset 1\nX,Y\n1,5.2\n7,9.8\n30,8.1\n")
-    df = pkpd.read_webplotdigitizer(p, study_id="mine", species="mouse", modality="psilocybin",
-                                   readout="spine_density", statistic="percent_change", unit="%", time_unit="d",
-                                   citation="Me 2026", doi="10.0/me", location="figure 2B", n=6, dispersion=1.0,
-                                   dispersion_type="se")
+    df = pkpd.read_webplotdigitizer(
+        p,
+        study_id="mine",
+        species="mouse",
+        modality="psilocybin",
+        readout="spine_density",
+        statistic="percent_change",
+        unit="%",
+        time_unit="d",
+        citation="Me 2026",
+        doi="10.0/me",
+        location="figure 2B",
+        n=6,
+        dispersion=1.0,
+        dispersion_type="se",
+    )
     assert list(df["time_h"]) == [24.0, 168.0, 720.0] and (df["extraction"] == "figure").all()
     assert df["se"].tolist() == [1.0, 1.0, 1.0]
     bad = tmp_path / "bad.csv"
     bad.write_text("1,2,3\n4,5,6\n")
     with pytest.raises(ValueError, match="two columns"):
-        pkpd.read_webplotdigitizer(bad, study_id="m", species="mouse", modality="psilocybin", readout="spine_density",
-                                   statistic="percent_change", unit="%", time_unit="d", citation="c", doi="d")
+        pkpd.read_webplotdigitizer(
+            bad,
+            study_id="m",
+            species="mouse",
+            modality="psilocybin",
+            readout="spine_density",
+            statistic="percent_change",
+            unit="%",
+            time_unit="d",
+            citation="c",
+            doi="d",
+        )

@@ -15,11 +15,31 @@ def _synthetic(truth: dict):
     """Summary rows predicted by the psilocybin model with ``truth`` overriding its card values."""
     rows = []
     for dose in (15, 25, 30):
-        rows.append(dict(ROW, study_id=f"sim{dose}", protocol_options=f"dose_mg={dose}", readout="concentration",
-                         statistic="cmax", unit="ng/mL", analyte="psilocin", value=1.0))
+        rows.append(
+            dict(
+                ROW,
+                study_id=f"sim{dose}",
+                protocol_options=f"dose_mg={dose}",
+                readout="concentration",
+                statistic="cmax",
+                unit="ng/mL",
+                analyte="psilocin",
+                value=1.0,
+            )
+        )
     for t in (24, 72, 168, 720):
-        rows.append(dict(ROW, study_id="simspine", readout="spine_density", statistic="percent_change", unit="%",
-                         time=t, time_unit="h", value=1.0))
+        rows.append(
+            dict(
+                ROW,
+                study_id="simspine",
+                readout="spine_density",
+                statistic="percent_change",
+                unit="%",
+                time=t,
+                time_unit="h",
+                value=1.0,
+            )
+        )
     df = pkpd.load_curves(pd.DataFrame(rows))
     models = {"human": pkpd.model("psilocybin")}
     import equinox as eqx
@@ -38,8 +58,15 @@ def recovered():
     card = pkpd.model("psilocybin")
     truth = {"cl": 1.3 * float(card.driver.pk.cl), "k_spine_form": 0.8 * float(card.core.k_spine_form)}
     data = _synthetic(truth)
-    fit = pkpd.fit("psilocybin", data=data, method="map", parameters=["cl@human", "k_spine_form"], starts=1,
-                   error=pkpd.ErrorModel(proportional=0.0), progress=False)
+    fit = pkpd.fit(
+        "psilocybin",
+        data=data,
+        method="map",
+        parameters=["cl@human", "k_spine_form"],
+        starts=1,
+        error=pkpd.ErrorModel(proportional=0.0),
+        progress=False,
+    )
     return truth, fit
 
 
@@ -90,10 +117,32 @@ def test_map_on_curated_ect_data_reports_identifiability():
 def test_nuts_returns_inferencedata_and_round_trips(tmp_path):
     import arviz as az
 
-    rows = pd.DataFrame([dict(ROW, study_id="a", readout="concentration", statistic="cmax", unit="ng/mL",
-                              analyte="psilocin", value=17.0, dispersion="1.0", dispersion_type="se")])
-    idata = pkpd.fit("psilocybin", data=rows, method="nuts", parameters=["cl@human"], chains=2, warmup=15, draws=15,
-                     seed=1, progress=False)
+    rows = pd.DataFrame(
+        [
+            dict(
+                ROW,
+                study_id="a",
+                readout="concentration",
+                statistic="cmax",
+                unit="ng/mL",
+                analyte="psilocin",
+                value=17.0,
+                dispersion="1.0",
+                dispersion_type="se",
+            )
+        ]
+    )
+    idata = pkpd.fit(
+        "psilocybin",
+        data=rows,
+        method="nuts",
+        parameters=["cl@human"],
+        chains=2,
+        warmup=15,
+        draws=15,
+        seed=1,
+        progress=False,
+    )
     for group in ("posterior", "prior", "observed_data", "posterior_predictive", "log_likelihood"):
         assert hasattr(idata, group), group
     assert idata.posterior["cl@human"].shape == (2, 15)
@@ -121,9 +170,9 @@ def test_fit_rejects_bad_settings():
     with pytest.raises(FitError, match="not a parameter"):
         Problem("ect", parameters=["ka"])
     with pytest.raises(FitError, match="no usable data"):
-        rows = pd.DataFrame([dict(ROW, study_id="x", readout="subjective_effect", statistic="mean", unit="%",
-                                  value=50.0)])
+        rows = pd.DataFrame(
+            [dict(ROW, study_id="x", readout="subjective_effect", statistic="mean", unit="%", value=50.0)]
+        )
         pkpd.fit("psilocybin", data=rows)
     with pytest.raises(TypeError):
         pkpd.fit(3.0)
-

@@ -32,13 +32,13 @@ def test_reflection_swaps_the_rates_keeps_clearance_and_the_curve():
     m = flipflop.reflect(z, TRIPLE)
     ka, cl, v = np.exp(m)
     assert ka == pytest.approx(100.8 / 242.8) and cl == pytest.approx(100.8)
-    assert cl / v == pytest.approx(0.5958)                                   # ke <- ka
+    assert cl / v == pytest.approx(0.5958)  # ke <- ka
     assert flipflop.log_ratio(m, TRIPLE) == pytest.approx(-flipflop.log_ratio(z, TRIPLE))
     np.testing.assert_allclose(flipflop.reflect(m, TRIPLE), z, rtol=0, atol=1e-14)  # an involution
     t = np.linspace(0.1, 24, 50)
-    np.testing.assert_allclose(_curve(m, t), _curve(z, t), rtol=1e-10)        # same plasma curve
+    np.testing.assert_allclose(_curve(m, t), _curve(z, t), rtol=1e-10)  # same plasma curve
     jac = jax.jacfwd(lambda x: flipflop.reflect(x, TRIPLE))(jnp.asarray(z))
-    assert abs(np.linalg.det(np.asarray(jac))) == pytest.approx(1.0)          # measure-preserving
+    assert abs(np.linalg.det(np.asarray(jac))) == pytest.approx(1.0)  # measure-preserving
     np.testing.assert_allclose(np.asarray(flipflop.reflect(jnp.asarray(z), TRIPLE)), m, rtol=1e-14)
 
 
@@ -51,8 +51,12 @@ def test_one_compartment_model_concentration_is_invariant_under_the_swap():
 
     def curve(pk):
         y0 = pk.dose(jnp.zeros(2), oral)
-        return np.asarray([pk.outputs(pk.propagate(y0, jnp.zeros(N_ROUTES), dt))["concentration"]
-                           for dt in np.linspace(0.25, 12.0, 24)])
+        return np.asarray(
+            [
+                pk.outputs(pk.propagate(y0, jnp.zeros(N_ROUTES), dt))["concentration"]
+                for dt in np.linspace(0.25, 12.0, 24)
+            ]
+        )
 
     a = curve(OneCompartment(cl=cl, v=v, ka=ka, f=0.53))
     b = curve(OneCompartment(cl=cl, v=w, ka=kb, f=0.53))
@@ -68,8 +72,8 @@ def test_fold_puts_every_draw_on_ka_ge_ke_and_leaves_those_alone():
     keep = flipflop.log_ratio(z, TRIPLE) >= 0
     np.testing.assert_array_equal(f[keep], z[keep])
     np.testing.assert_allclose(f[~keep], flipflop.reflect(z[~keep], TRIPLE))
-    np.testing.assert_array_equal(f[:, 3], z[:, 3])        # other parameters untouched
-    np.testing.assert_allclose(f[:, 1], z[:, 1])           # clearance never changes
+    np.testing.assert_array_equal(f[:, 3], z[:, 3])  # other parameters untouched
+    np.testing.assert_allclose(f[:, 1], z[:, 1])  # clearance never changes
     # the traced version (inside the NUTS models) folds one vector at a time, identically
     fj = jax.jit(jax.vmap(lambda x: flipflop.fold_jax(x, [TRIPLE])))(jnp.asarray(z))
     np.testing.assert_allclose(np.asarray(fj), f, rtol=1e-14, atol=1e-14)
@@ -90,20 +94,34 @@ def test_symmetrised_prior_is_the_mirror_average():
     far = jnp.asarray(np.log([5.0, 100.8, 2000.0, 3.0]))
     mu_far = far
     assert float(flipflop.log_prior(far, mu_far, sig, [TRIPLE])) == pytest.approx(
-        float(jnp.sum(jax.scipy.stats.norm.logpdf(far, mu_far, sig))) - np.log(2), abs=1e-9)
+        float(jnp.sum(jax.scipy.stats.norm.logpdf(far, mu_far, sig))) - np.log(2), abs=1e-9
+    )
     g = jax.grad(lambda x: flipflop.log_prior(x, mu, sig, [TRIPLE]))(z)
     assert np.all(np.isfinite(np.asarray(g)))
 
 
 def test_triples_find_one_compartment_oral_drugs_only():
-    keys = ["psilocybin.ka@human", "psilocybin.cl@human", "psilocybin.v@human", "k_spine_form",
-            "fluoxetine.ka@human", "fluoxetine.cl@human", "fluoxetine.v@human",
-            "lsd.ka@human", "lsd.cl@human", "lsd.v@human", "escitalopram.ec50@human"]
-    structure = {"psilocybin": "oral_one_compartment", "lsd": "oral_one_compartment",
-                 "fluoxetine": "oral_one_compartment_metabolite"}.get
+    keys = [
+        "psilocybin.ka@human",
+        "psilocybin.cl@human",
+        "psilocybin.v@human",
+        "k_spine_form",
+        "fluoxetine.ka@human",
+        "fluoxetine.cl@human",
+        "fluoxetine.v@human",
+        "lsd.ka@human",
+        "lsd.cl@human",
+        "lsd.v@human",
+        "escitalopram.ec50@human",
+    ]
+    structure = {
+        "psilocybin": "oral_one_compartment",
+        "lsd": "oral_one_compartment",
+        "fluoxetine": "oral_one_compartment_metabolite",
+    }.get
     assert flipflop.triples(keys, structure, lambda k: "log") == [(0, 1, 2), (7, 8, 9)]
     assert flipflop.triples(keys, structure, lambda k: "identity" if k == "lsd.v@human" else "log") == [(0, 1, 2)]
-    assert flipflop.triples(keys[:2], structure, lambda k: "log") == []        # v not fitted
+    assert flipflop.triples(keys[:2], structure, lambda k: "log") == []  # v not fitted
     assert flipflop.pk_structure("psilocybin") == "oral_one_compartment"
     assert flipflop.pk_structure("fluoxetine") == "oral_one_compartment_metabolite"
 
@@ -119,7 +137,7 @@ def test_library_likelihood_is_invariant_under_the_swap(drug):
     (t,) = flipflop.triples(jp.keys, flipflop.pk_structure, lambda k: jp.meta[k]["transform"])
     rng = np.random.default_rng(1)
     for shift in (0.0, 0.3):
-        theta = np.concatenate([jp.mu[:jp.K] + shift * rng.standard_normal(jp.K), [np.log(0.3)]])
+        theta = np.concatenate([jp.mu[: jp.K] + shift * rng.standard_normal(jp.K), [np.log(0.3)]])
         ll, _ = host(theta)
         ll_m, _ = host(flipflop.reflect(theta, t))
         assert np.isfinite(ll) and ll_m == pytest.approx(ll, abs=1e-6 * max(1.0, abs(ll)))
@@ -127,13 +145,22 @@ def test_library_likelihood_is_invariant_under_the_swap(drug):
 
 def test_hierarchical_nuts_reports_psilocybin_folded(shipped):
     """The joint NUTS symmetrises psilocybin's prior and reports ka >= ke; theta stays unfolded."""
-    idata = calibrate.nuts(["psilocybin"], chains=1, warmup=12, draws=10, progress=False, max_tree_depth=3,
-                           study_effect_draws=0, init=shipped, start="map")
+    idata = calibrate.nuts(
+        ["psilocybin"],
+        chains=1,
+        warmup=12,
+        draws=10,
+        progress=False,
+        max_tree_depth=3,
+        study_effect_draws=0,
+        init=shipped,
+        start="map",
+    )
     post = idata.posterior
     keys = list(post.coords["parameter"].values)
     t = tuple(keys.index(f"psilocybin.{n}@human") for n in ("ka", "cl", "v"))
     assert json.loads(post.attrs["flip_flop"]) == [[keys[i] for i in t]]
-    theta = np.asarray(post["theta"])[0][:, :len(keys)]
+    theta = np.asarray(post["theta"])[0][:, : len(keys)]
     z = np.asarray(post["parameters"])[0]
     np.testing.assert_allclose(z, flipflop.fold(theta, [t]), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(post["natural"])[0], np.exp(z), rtol=1e-12)  # all log-fitted here
@@ -149,8 +176,18 @@ def test_per_modality_nuts_reports_ka_ge_ke_and_symmetrises_the_prior():
     rows = pkpd.datasets("psilocybin")
     rows = rows[rows["readout"] == "concentration"]
     names = ["ka@human", "cl@human", "v@human"]
-    idata = pkpd.fit("psilocybin", data=rows, method="nuts", parameters=names, chains=1, warmup=10, draws=10,
-                     seed=0, progress=False, nuts_options={"max_tree_depth": 3})
+    idata = pkpd.fit(
+        "psilocybin",
+        data=rows,
+        method="nuts",
+        parameters=names,
+        chains=1,
+        warmup=10,
+        draws=10,
+        seed=0,
+        progress=False,
+        nuts_options={"max_tree_depth": 3},
+    )
     post = idata.posterior
     assert json.loads(post.attrs["flip_flop"]) == [names]
     z = np.stack([np.asarray(post[f"z_{n}"])[0] for n in names], axis=1)

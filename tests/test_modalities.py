@@ -8,8 +8,22 @@ import pytest
 import pkpd
 
 CORE = ("bdnf", "trkb", "mtor", "spine_density", "neurogenesis", "hippocampal_volume", "synaptic_efficacy")
-ALL = ("psilocybin", "lsd", "dmt", "ketamine", "fluoxetine", "escitalopram", "sertraline", "rtms_10hz", "rtms_1hz",
-       "itbs", "ctbs", "accelerated_itbs", "ect", "mst")
+ALL = (
+    "psilocybin",
+    "lsd",
+    "dmt",
+    "ketamine",
+    "fluoxetine",
+    "escitalopram",
+    "sertraline",
+    "rtms_10hz",
+    "rtms_1hz",
+    "itbs",
+    "ctbs",
+    "accelerated_itbs",
+    "ect",
+    "mst",
+)
 
 
 def at(traj, name, t):
@@ -49,6 +63,7 @@ def test_baseline_is_a_fixed_point_without_treatment():
 
 # --- PK behaviour -----------------------------------------------------------------------------
 
+
 def test_psilocin_peaks_about_2h_with_half_life_1p4_to_3h():
     # Holze 2023: Tmax ~2 h, t1/2 1.4-1.8 h after 25 mg; Brown 2017: t1/2 3 h (SD 1.1).
     t = np.linspace(0, 24, 24 * 60 + 1)
@@ -86,6 +101,7 @@ def test_sert_occupancy_about_80_percent_at_minimum_dose():
 
 # --- plasticity behaviour -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("up,down", [("itbs", "ctbs"), ("rtms_10hz", "rtms_1hz")])
 def test_single_session_sign_by_pattern(up, down):
     # Chen 1997 (0.9-1 Hz lowers MEPs); Wischnewski 2015 (iTBS raises, cTBS lowers); 10 Hz raises.
@@ -99,7 +115,9 @@ def test_single_session_sign_by_pattern(up, down):
 def test_single_session_sizes_match_meta_analyses():
     # Wischnewski 2015: iTBS +35.5 %, cTBS -22.8 %; Chen 1997: 0.9 Hz -19.5 % (within 10 points).
     def after(s):
-        return float(pkpd.simulate(pkpd.model("itbs"), s, np.array([0.0, s.end_time + 5 / 60]))["synaptic_efficacy"][-1])
+        return float(
+            pkpd.simulate(pkpd.model("itbs"), s, np.array([0.0, s.end_time + 5 / 60]))["synaptic_efficacy"][-1]
+        )
 
     assert after(pkpd.protocol("itbs", sessions=1)) - 1 == pytest.approx(0.355, abs=0.1)
     assert after(pkpd.protocol("ctbs", sessions=1)) - 1 == pytest.approx(-0.228, abs=0.1)
@@ -117,8 +135,21 @@ def test_metaplasticity_protocol_length_and_spacing():
 
     assert after(pkpd.protocol("itbs", sessions=1)) > 1.0
     assert after(pkpd.protocol("itbs", sessions=1, pulses=1200, duration_min=380 / 60)) < 1.0
-    spaced = {gap: after(pkpd.Schedule.sessions(per_day=3, gap=gap + 190 / 60, gap_unit="min", duration=190 / 60,
-                                                pulses=600, pattern="itbs", intensity=0.8, n=3)) for gap in (10, 30)}
+    spaced = {
+        gap: after(
+            pkpd.Schedule.sessions(
+                per_day=3,
+                gap=gap + 190 / 60,
+                gap_unit="min",
+                duration=190 / 60,
+                pulses=600,
+                pattern="itbs",
+                intensity=0.8,
+                n=3,
+            )
+        )
+        for gap in (10, 30)
+    }
     assert spaced[30] > spaced[10]
 
 
@@ -215,9 +246,14 @@ def test_at_least_60_percent_of_human_pk_parameters_sourced_or_derived():
     from pkpd import cards
 
     pk_names = {"ka", "cl", "v", "f", "lag", "fm", "cl_m", "v_m", "v1", "q", "v2"}
-    status = [p.status for drug in ("psilocybin", "lsd", "dmt", "ketamine", "fluoxetine", "escitalopram", "sertraline")
-              for n, by in cards.load("drug", drug).parameters.items() if n in pk_names
-              for sp, p in by.items() if sp == "human"]
+    status = [
+        p.status
+        for drug in ("psilocybin", "lsd", "dmt", "ketamine", "fluoxetine", "escitalopram", "sertraline")
+        for n, by in cards.load("drug", drug).parameters.items()
+        if n in pk_names
+        for sp, p in by.items()
+        if sp == "human"
+    ]
     share = np.mean([s != "assumed" for s in status])
     assert share >= 0.6, share
 

@@ -76,13 +76,17 @@ DOSE = pkpd.Schedule.single_dose(100.0)
 
 # --- maximum steps ---------------------------------------------------------------------------------
 
+
 def test_max_steps_exhaustion_flags_only_the_failing_subject():
     # Subject 1 absorbs 10^4 times faster: with an explicit solver it needs ~8e4 steps, the others ~200.
     models = pkpd.stack([pkpd.pk.OneCompartment(cl=10.0, v=50.0, ka=ka) for ka in (1.0, 1e4, 0.5)])
     t = np.linspace(0.0, 48.0, 9)
     opts = dict(method="ode", solver=dfx.Tsit5(), max_steps=1000)
-    with pytest.raises(pkpd.SolverError, match=r"maximum number of solver steps reached \(subjects \[1\]\)\. "
-                                               r"Try: increase max_steps.*throw=False"):
+    with pytest.raises(
+        pkpd.SolverError,
+        match=r"maximum number of solver steps reached \(subjects \[1\]\)\. "
+        r"Try: increase max_steps.*throw=False",
+    ):
         pkpd.simulate_population(models, DOSE, t, **opts)
     pop = pkpd.simulate_population(models, DOSE, t, throw=False, **opts)
     assert np.asarray(pop.status).tolist() == [0, 1, 0] and not pop.ok
@@ -94,6 +98,7 @@ def test_max_steps_exhaustion_flags_only_the_failing_subject():
 
 
 # --- stiffness ---------------------------------------------------------------------------------------
+
 
 def test_stiff_system_exhausts_an_explicit_solver_but_not_the_default():
     m, t = StiffPair(k_fast=1e5), np.array([0.0, 0.5, 5.0, 20.0])
@@ -120,7 +125,11 @@ def test_a_failed_segment_does_not_cost_max_steps_again_in_every_later_segment()
     # a solve that does not fail is unaffected: the same schedule with the stiff default solver
     ok = pkpd.simulate(m, sched, t, max_steps=2000)
     x_ref, y_ref = m.exact(t)
-    assert ok.ok and np.allclose(ok["x"], x_ref, rtol=1e-5, atol=1e-12) and np.allclose(ok["y"], y_ref, rtol=1e-5, atol=1e-12)
+    assert (
+        ok.ok
+        and np.allclose(ok["x"], x_ref, rtol=1e-5, atol=1e-12)
+        and np.allclose(ok["y"], y_ref, rtol=1e-5, atol=1e-12)
+    )
 
 
 def test_overflow_blow_up_is_reported_not_returned_as_ok():
@@ -132,18 +141,23 @@ def test_overflow_blow_up_is_reported_not_returned_as_ok():
     assert not np.isfinite(np.asarray(traj["x"])[-1])
 
 
-@pytest.mark.xfail(strict=True, reason="simulate.solve labels an overflow that exhausts the steps as status 1 "
-                   "('maximum number of solver steps', advice: increase max_steps) instead of 2 (non-finite "
-                   "state); fix in simulate.py: let a non-finite save value take precedence (code 2)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="simulate.solve labels an overflow that exhausts the steps as status 1 "
+    "('maximum number of solver steps', advice: increase max_steps) instead of 2 (non-finite "
+    "state); fix in simulate.py: let a non-finite save value take precedence (code 2)",
+)
 def test_overflow_blow_up_is_labelled_non_finite():
-    traj = pkpd.simulate(Growth(rate=1000.0), pkpd.Schedule(), [0.0, 0.5, 10.0], solver=dfx.Tsit5(),
-                         max_steps=4096, throw=False)
+    traj = pkpd.simulate(
+        Growth(rate=1000.0), pkpd.Schedule(), [0.0, 0.5, 10.0], solver=dfx.Tsit5(), max_steps=4096, throw=False
+    )
     assert int(traj.status) == 2
 
 
 # --- non-finite parameters -----------------------------------------------------------------------------
 # Constructors reject NaN/inf parameters (see test_bad_input.py); they can still arrive through
 # transformations that skip validation (eqx.tree_at, a traced value, exp overflow in a fit).
+
 
 def test_non_finite_parameter_exact_path():
     bad = eqx.tree_at(lambda m: m.cl, ORAL, jnp.nan)
@@ -193,6 +207,7 @@ def test_non_finite_parameter_in_a_population_and_under_jit():
 
 
 # --- short inputs inside long runs are never stepped over ----------------------------------------------
+
 
 def test_one_minute_infusion_in_twelve_weeks_gives_auc_dose_over_cl():
     m = InfusionAUC(cl=5.0, v=20.0)

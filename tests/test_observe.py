@@ -31,16 +31,62 @@ def test_schedule_for_protocol_options():
 
 
 def test_predictions_follow_their_definitions():
-    rows = pd.DataFrame([
-        dict(study_id="a", species="human", modality="psilocybin", readout="concentration", statistic="cmax", value=17.0,
-             unit="ng/mL", citation="c", doi="d", quote="q", analyte="psilocin"),
-        dict(study_id="a", species="human", modality="psilocybin", readout="concentration", statistic="half_life",
-             value=1.5, unit="h", citation="c", doi="d", quote="q", analyte="psilocin"),
-        dict(study_id="a", species="human", modality="psilocybin", readout="spine_density", statistic="percent_change",
-             value=5.0, unit="%", time=24.0, time_unit="h", citation="c", doi="d", quote="q"),
-        dict(study_id="a", species="human", modality="psilocybin", readout="bdnf_serum", statistic="mean", value=5.0,
-             unit="ng/mL", citation="c", doi="d", quote="q"),
-    ])
+    rows = pd.DataFrame(
+        [
+            dict(
+                study_id="a",
+                species="human",
+                modality="psilocybin",
+                readout="concentration",
+                statistic="cmax",
+                value=17.0,
+                unit="ng/mL",
+                citation="c",
+                doi="d",
+                quote="q",
+                analyte="psilocin",
+            ),
+            dict(
+                study_id="a",
+                species="human",
+                modality="psilocybin",
+                readout="concentration",
+                statistic="half_life",
+                value=1.5,
+                unit="h",
+                citation="c",
+                doi="d",
+                quote="q",
+                analyte="psilocin",
+            ),
+            dict(
+                study_id="a",
+                species="human",
+                modality="psilocybin",
+                readout="spine_density",
+                statistic="percent_change",
+                value=5.0,
+                unit="%",
+                time=24.0,
+                time_unit="h",
+                citation="c",
+                doi="d",
+                quote="q",
+            ),
+            dict(
+                study_id="a",
+                species="human",
+                modality="psilocybin",
+                readout="bdnf_serum",
+                statistic="mean",
+                value=5.0,
+                unit="ng/mL",
+                citation="c",
+                doi="d",
+                quote="q",
+            ),
+        ]
+    )
     models = {}
     obs = observe.prepare("psilocybin", rows, lambda sp: models.setdefault(sp, pkpd.model("psilocybin", species=sp)))
     assert obs.n == 3 and len(obs.excluded) == 1 and "serum" in obs.excluded["reason"].iloc[0]
@@ -71,8 +117,10 @@ def test_pk_only_rows_use_exact_pk_and_match_the_full_ode(modality, monkeypatch)
     from pkpd.fit import Problem
 
     pb = Problem(modality)
-    views = [observe._pk_view(pb.models[g.species], {s["output"] for s in pb.obs.specs if s["group"] == gi})
-             for gi, g in enumerate(pb.obs.groups)]
+    views = [
+        observe._pk_view(pb.models[g.species], {s["output"] for s in pb.obs.specs if s["group"] == gi})
+        for gi, g in enumerate(pb.obs.groups)
+    ]
     assert any(v is not None for v in views)
     assert all(not hasattr(v, "core") for v in views if v is not None)
     z = jnp.asarray([s.mu for s in pb.specs])
@@ -87,9 +135,21 @@ def test_rows_of_one_design_share_a_group_and_predict_as_if_alone(monkeypatch):
     # "dose_mg=25" spells out psilocybin's default 25 mg: those rows are the same design as the
     # rows without options and are simulated once; the predictions must not change
     def row(options, time):
-        return dict(study_id="a", species="human", modality="psilocybin", readout="spine_density",
-                    statistic="percent_change", value=5.0, unit="%", time=time, time_unit="h", citation="c", doi="d",
-                    quote="q", protocol_options=options)
+        return dict(
+            study_id="a",
+            species="human",
+            modality="psilocybin",
+            readout="spine_density",
+            statistic="percent_change",
+            value=5.0,
+            unit="%",
+            time=time,
+            time_unit="h",
+            citation="c",
+            doi="d",
+            quote="q",
+            protocol_options=options,
+        )
 
     rows = pd.DataFrame([row("", 24.0), row("dose_mg=25", 72.0), row("dose_mg=15", 24.0)])
     models = {}

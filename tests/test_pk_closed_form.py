@@ -112,13 +112,31 @@ def test_parent_metabolite_mass_balance(method):
     traj = pkpd.simulate(m, pkpd.Schedule.single_dose(100.0), t, method=method)
     total = np.asarray(traj["depot"] + traj["central"] + traj["metabolite"])
     lost = 100.0 - total
-    integral = np.concatenate([[0], np.cumsum(np.diff(t) * 0.5 * (np.asarray(traj["metabolite"])[1:] + np.asarray(traj["metabolite"])[:-1]))]) * 0.01
+    integral = (
+        np.concatenate(
+            [
+                [0],
+                np.cumsum(
+                    np.diff(t) * 0.5 * (np.asarray(traj["metabolite"])[1:] + np.asarray(traj["metabolite"])[:-1])
+                ),
+            ]
+        )
+        * 0.01
+    )
     # trapezoid quadrature on a 0.5 h grid: error ~1e-3 of the 100 mg dose
     assert np.max(np.abs(lost - integral)) < 5e-3
     # metabolite closed form: Bateman chain of three exponentials
     ka, k, km = 1.0, 0.2, 0.01
-    c_ref = 100 * ka * k * (np.exp(-ka * t) / ((k - ka) * (km - ka)) + np.exp(-k * t) / ((ka - k) * (km - k))
-                             + np.exp(-km * t) / ((ka - km) * (k - km)))
+    c_ref = (
+        100
+        * ka
+        * k
+        * (
+            np.exp(-ka * t) / ((k - ka) * (km - ka))
+            + np.exp(-k * t) / ((ka - k) * (km - k))
+            + np.exp(-km * t) / ((ka - km) * (k - km))
+        )
+    )
     assert np.max(rel_err(traj["metabolite"][1:], c_ref[1:])) <= TOL
 
 

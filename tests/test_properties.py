@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import pkpd
 from pkpd import Schedule
@@ -42,8 +41,14 @@ def one_compartment(draw):
 
 @st.composite
 def two_compartment(draw):
-    return pkpd.pk.TwoCompartment(cl=draw(clearance), v1=draw(volume), q=draw(clearance), v2=draw(volume),
-                                  ka=draw(absorption), f=draw(bioavailability))
+    return pkpd.pk.TwoCompartment(
+        cl=draw(clearance),
+        v1=draw(volume),
+        q=draw(clearance),
+        v2=draw(volume),
+        ka=draw(absorption),
+        f=draw(bioavailability),
+    )
 
 
 @st.composite
@@ -58,6 +63,7 @@ def close(a, b, rtol, scale):
 
 
 # --- non-negativity -------------------------------------------------------------------------------
+
 
 @PROPS
 @given(model=two_compartment(), schedule=schedules())
@@ -93,6 +99,7 @@ def test_plasticity_model_concentration_occupancy_and_spines_stay_in_range(doses
 
 # --- linearity ------------------------------------------------------------------------------------
 
+
 @PROPS
 @given(model=two_compartment(), a=schedules(), b=schedules())
 def test_linear_pk_superposition(model, a, b):
@@ -123,6 +130,7 @@ def test_dose_proportionality(model, schedule, factor):
 
 # --- time invariance --------------------------------------------------------------------------------
 
+
 @PROPS
 @given(model=one_compartment(), schedule=schedules(), dt=st.floats(0.0, 1000.0))
 @pytest.mark.parametrize("method", ["auto", "ode"])
@@ -140,8 +148,10 @@ N_SUBJECTS = 4
 
 
 @PROPS
-@given(models=st.lists(one_compartment(), min_size=N_SUBJECTS, max_size=N_SUBJECTS),
-       subject_schedules=st.lists(schedules(), min_size=N_SUBJECTS, max_size=N_SUBJECTS))
+@given(
+    models=st.lists(one_compartment(), min_size=N_SUBJECTS, max_size=N_SUBJECTS),
+    subject_schedules=st.lists(schedules(), min_size=N_SUBJECTS, max_size=N_SUBJECTS),
+)
 def test_population_equals_a_loop_of_simulate(models, subject_schedules):
     pop = pkpd.simulate_population(pkpd.stack(models), subject_schedules, T)
     assert np.shape(pop.states) == (N_SUBJECTS, T.size, 2)
@@ -177,8 +187,14 @@ N_DOSES = 40
 
 
 @PROPS
-@given(tau=st.floats(6.0, 48.0), k_tau=st.floats(np.log(2.0), 10 * np.log(2.0)), v=volume,
-       ka_tau=st.floats(1.0, 50.0), route=st.sampled_from(["oral", "iv"]), amount=st.floats(1.0, 500.0))
+@given(
+    tau=st.floats(6.0, 48.0),
+    k_tau=st.floats(np.log(2.0), 10 * np.log(2.0)),
+    v=volume,
+    ka_tau=st.floats(1.0, 50.0),
+    route=st.sampled_from(["oral", "iv"]),
+    amount=st.floats(1.0, 500.0),
+)
 def test_long_repeated_dosing_reaches_the_ss_profile(tau, k_tau, v, ka_tau, route, amount):
     # 1 to 10 half-lives per interval and 40 doses: the 40th interval is within exp(-27) of steady state
     m = pkpd.pk.OneCompartment(cl=k_tau / tau * v, v=v, ka=ka_tau / tau, lag=0.25)

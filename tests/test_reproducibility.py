@@ -18,11 +18,25 @@ import pytest
 import pkpd
 from pkpd.fit import MapFit, load
 
-ROW = dict(species="human", modality="psilocybin", citation="simulated", doi="none", quote="simulated", n=20.0,
-           study_id="tiny", readout="concentration", analyte="psilocin", dispersion_type="se")
+ROW = dict(
+    species="human",
+    modality="psilocybin",
+    citation="simulated",
+    doi="none",
+    quote="simulated",
+    n=20.0,
+    study_id="tiny",
+    readout="concentration",
+    analyte="psilocin",
+    dispersion_type="se",
+)
 #: Two summary rows that inform two PK parameters (Holze 2023-like psilocin Cmax and Tmax).
-TINY = pd.DataFrame([dict(ROW, statistic="cmax", unit="ng/mL", value=17.0, dispersion="1.0"),
-                     dict(ROW, statistic="tmax", unit="h", value=2.0, dispersion="0.3")])
+TINY = pd.DataFrame(
+    [
+        dict(ROW, statistic="cmax", unit="ng/mL", value=17.0, dispersion="1.0"),
+        dict(ROW, statistic="tmax", unit="h", value=2.0, dispersion="0.3"),
+    ]
+)
 NUTS = dict(method="nuts", chains=1, warmup=20, draws=20, parameters=["cl@human", "ka@human"], progress=False)
 
 
@@ -49,8 +63,9 @@ def _assert_identical(a, b, *, attrs=True):
             assert np.array_equal(da[c].values, db[c].values), (group, c)
         if attrs:
             volatile = ("created_at", "sampling_seconds")
-            assert ({k: v for k, v in da.attrs.items() if k not in volatile}
-                    == {k: v for k, v in db.attrs.items() if k not in volatile}), group
+            assert {k: v for k, v in da.attrs.items() if k not in volatile} == {
+                k: v for k, v in db.attrs.items() if k not in volatile
+            }, group
 
 
 @pytest.mark.slow  # a NUTS run; in the full suite its XLA compile segfaulted once (2026-11-22), see the note
@@ -78,9 +93,19 @@ def _awkward_mapfit() -> MapFit:
     names = ["cl@human", "k_spine_form", "g_vegf"]
     z = np.array([0.1 + 0.2, -5e-324, np.log(1.3)])
     a = rng.standard_normal((3, 3))
-    return MapFit(modality="psilocybin", names=names, z=z, natural={n: float(np.exp(v)) for n, v in zip(names, z)},
-                  cov_z=a @ a.T * 1e-7, prior_sigma=np.array([0.5, 1.0, 1e308]), converged=True, n_steps=17,
-                  objective=-0.0, seconds=1 / 3, starts=3)
+    return MapFit(
+        modality="psilocybin",
+        names=names,
+        z=z,
+        natural={n: float(np.exp(v)) for n, v in zip(names, z)},
+        cov_z=a @ a.T * 1e-7,
+        prior_sigma=np.array([0.5, 1.0, 1e308]),
+        converged=True,
+        n_steps=17,
+        objective=-0.0,
+        seconds=1 / 3,
+        starts=3,
+    )
 
 
 def test_mapfit_json_round_trips_exactly(tmp_path):

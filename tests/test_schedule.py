@@ -74,8 +74,14 @@ def test_dose_validation(kwargs, match):
 
 def test_unsorted_direct_construction_rejected():
     with pytest.raises(ValueError, match="not sorted"):
-        Schedule(dose_time=np.array([1.0, 0.0]), dose_amount=np.ones(2), dose_route=np.zeros(2, int),
-                 dose_duration=np.zeros(2), dose_ss=np.zeros(2, bool), dose_ii=np.zeros(2))
+        Schedule(
+            dose_time=np.array([1.0, 0.0]),
+            dose_amount=np.ones(2),
+            dose_route=np.zeros(2, int),
+            dose_duration=np.zeros(2),
+            dose_ss=np.zeros(2, bool),
+            dose_ii=np.zeros(2),
+        )
 
 
 @pytest.mark.parametrize(

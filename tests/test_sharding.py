@@ -56,7 +56,7 @@ def test_sharded_population_equals_unsharded():
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    out = json.loads(line[len("RESULT "):])
+    out = json.loads(line[len("RESULT ") :])
     for name in ("shared", "per_subject"):
         r = out[name]
         assert r["shape"] == [10, 49, 2]

@@ -28,8 +28,9 @@ def test_grad_matches_finite_differences(method):
 def test_forward_mode_jacobian():
     def conc(log_cl):
         m = pkpd.pk.OneCompartment(cl=jnp.exp(log_cl), v=50.0, ka=1.0)
-        return pkpd.simulate(m, pkpd.Schedule.single_dose(100.0), np.array([2.0, 10.0]), method="ode",
-                             adjoint=dfx.ForwardMode())["concentration"]
+        return pkpd.simulate(
+            m, pkpd.Schedule.single_dose(100.0), np.array([2.0, 10.0]), method="ode", adjoint=dfx.ForwardMode()
+        )["concentration"]
 
     j = jax.jacfwd(conc)(jnp.log(10.0))
     h = 1e-6
@@ -56,14 +57,21 @@ def test_vmap_over_parameters_equals_loop():
 def test_population_with_schedules_of_different_lengths():
     rng = np.random.default_rng(1)
     n = 100
-    models = pkpd.stack([pkpd.pk.OneCompartment(cl=float(c), v=50.0, ka=1.0) for c in 10 * np.exp(0.2 * rng.standard_normal(n))])
+    models = pkpd.stack(
+        [pkpd.pk.OneCompartment(cl=float(c), v=50.0, ka=1.0) for c in 10 * np.exp(0.2 * rng.standard_normal(n))]
+    )
     schedules = [pkpd.Schedule.daily(100.0, days=1 + i % 7) for i in range(n)]
     t = np.linspace(0, 24 * 8, 97)
     pop = pkpd.simulate_population(models, schedules, t, method="ode", solver=dfx.Tsit5())
     assert pop["concentration"].shape == (n, 97)
     for i in (0, 3, 50, 99):
-        single = pkpd.simulate(pkpd.pk.OneCompartment(cl=float(models.cl[i]), v=50.0, ka=1.0), schedules[i], t,
-                               method="ode", solver=dfx.Tsit5())
+        single = pkpd.simulate(
+            pkpd.pk.OneCompartment(cl=float(models.cl[i]), v=50.0, ka=1.0),
+            schedules[i],
+            t,
+            method="ode",
+            solver=dfx.Tsit5(),
+        )
         assert np.allclose(pop["concentration"][i], single["concentration"], rtol=1e-10, atol=1e-14)
     df = pop.to_pandas()
     assert set(df.columns) >= {"subject", "time_h", "concentration"} and len(df) == n * 97
@@ -86,8 +94,9 @@ def test_observation_at_dose_time_is_post_dose(oral_model):
 def test_max_steps_raises_clear_error(oral_model):
     with pytest.raises(pkpd.SolverError, match="maximum number of solver steps"):
         pkpd.simulate(oral_model, pkpd.Schedule.single_dose(100.0), [0.0, 500.0], method="ode", max_steps=3)
-    traj = pkpd.simulate(oral_model, pkpd.Schedule.single_dose(100.0), [0.0, 500.0], method="ode", max_steps=3,
-                         throw=False)
+    traj = pkpd.simulate(
+        oral_model, pkpd.Schedule.single_dose(100.0), [0.0, 500.0], method="ode", max_steps=3, throw=False
+    )
     assert int(traj.status) == 1 and not traj.ok
 
 
@@ -106,8 +115,16 @@ def test_non_finite_state_raises():
         pkpd.simulate(Blowup(rate=1.0), pkpd.Schedule(), [0.0, 2.0], max_steps=2000)
 
 
-@pytest.mark.parametrize("times,err", [([], ValueError), ([0.0, np.nan], ValueError), ([1.0, 0.0], ValueError),
-                                        ([[0.0, 1.0]], ValueError), ("abc", TypeError)])
+@pytest.mark.parametrize(
+    "times,err",
+    [
+        ([], ValueError),
+        ([0.0, np.nan], ValueError),
+        ([1.0, 0.0], ValueError),
+        ([[0.0, 1.0]], ValueError),
+        ("abc", TypeError),
+    ],
+)
 def test_bad_times(oral_model, times, err):
     with pytest.raises(err, match="times"):
         pkpd.simulate(oral_model, pkpd.Schedule.single_dose(1.0), times)
@@ -127,9 +144,17 @@ def test_unit_conversion_and_per_kg_mismatch(oral_model):
         pkpd.simulate(oral_model, pkpd.Schedule.single_dose(1.0, unit="mg/kg"), t)
 
 
-@pytest.mark.parametrize("kwargs,match", [(dict(cl=-1.0, v=1.0), "cl"), (dict(cl=1.0, v=0.0), "v"),
-                                          (dict(cl=1.0, v=1.0, ka=1.0, f=1.5), "f"), (dict(cl=1.0, v=1.0, ka=1.0, f=0.0), "f"),
-                                          (dict(cl=1.0, v=1.0, ka=np.nan), "ka"), (dict(cl=1.0, v=1.0, lag=-1.0), "lag")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(cl=-1.0, v=1.0), "cl"),
+        (dict(cl=1.0, v=0.0), "v"),
+        (dict(cl=1.0, v=1.0, ka=1.0, f=1.5), "f"),
+        (dict(cl=1.0, v=1.0, ka=1.0, f=0.0), "f"),
+        (dict(cl=1.0, v=1.0, ka=np.nan), "ka"),
+        (dict(cl=1.0, v=1.0, lag=-1.0), "lag"),
+    ],
+)
 def test_pk_parameter_domains(kwargs, match):
     with pytest.raises(ValueError, match=match):
         pkpd.pk.OneCompartment(**kwargs)
@@ -150,6 +175,7 @@ def test_schedules_and_times_do_not_recompile(oral_model):
 
 
 # --- regressions from the code review ---------------------------------------------------------
+
 
 def test_events_after_last_save_time_are_ignored():
     m = pkpd.pk.OneCompartment(cl=5.0, v=20.0, ka=1.0)
@@ -179,7 +205,13 @@ def test_shift_before_zero_and_float_codes_rejected():
     with pytest.raises(ValueError, match="before time 0"):
         pkpd.Schedule.single_dose(1.0, at=1.0).shift(-2.0)
     with pytest.raises(ValueError, match="integer codes"):
-        pkpd.Schedule(dose_time=np.zeros(1), dose_amount=np.ones(1), dose_route=np.array([2.0]),
-                      dose_duration=np.zeros(1), dose_ss=np.zeros(1, bool), dose_ii=np.zeros(1))
+        pkpd.Schedule(
+            dose_time=np.zeros(1),
+            dose_amount=np.ones(1),
+            dose_route=np.array([2.0]),
+            dose_duration=np.zeros(1),
+            dose_ss=np.zeros(1, bool),
+            dose_ii=np.zeros(1),
+        )
     with pytest.raises(ValueError, match="whole number"):
         pkpd.Schedule.repeated(1.0, every=12.0, n=2.7)

@@ -56,8 +56,9 @@ def test_horizon_truncates():
 
 
 def test_cumulative_half_time_of_a_constant_rate_is_half_the_window():
-    np.testing.assert_allclose(ts.cumulative_half_time(T, np.ones((2, T.size)), [100.0, 1000.0]), [50.0, 500.0],
-                               rtol=2e-3)
+    np.testing.assert_allclose(
+        ts.cumulative_half_time(T, np.ones((2, T.size)), [100.0, 1000.0]), [50.0, 500.0], rtol=2e-3
+    )
 
 
 def test_summarise_and_bad_input():

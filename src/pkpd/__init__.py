@@ -11,21 +11,24 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from . import pk as pk  # noqa: E402
-from . import calibrate as calibrate  # noqa: E402
-from . import timescales as timescales  # noqa: E402
-from . import plot as plot  # noqa: E402
-from .modalities import citation as citation, model as model, modalities as modalities, parameters as parameters  # noqa: E402
-from .plasticity import PlasticityModel as PlasticityModel  # noqa: E402
-from .protocols import protocol as protocol, protocols as protocols  # noqa: E402
-from .model import SESSION_FEATURES as SESSION_FEATURES, Model as Model  # noqa: E402
-from .nonmem import read_nonmem as read_nonmem  # noqa: E402
-from .data import datasets as datasets, load_curves as load_curves, read_webplotdigitizer as read_webplotdigitizer  # noqa: E402
-from .fit import MapFit as MapFit, fit as fit  # noqa: E402
-from .compare import compare as compare  # noqa: E402
-from .observe import ErrorModel as ErrorModel  # noqa: E402
-from .schedule import PATTERNS as PATTERNS, ROUTES as ROUTES, Schedule as Schedule  # noqa: E402
-from .simulate import (  # noqa: E402
+from . import (
+    calibrate as calibrate,
+    pk as pk,
+    plot as plot,
+    timescales as timescales,
+)
+from .compare import compare as compare
+from .data import datasets as datasets, load_curves as load_curves, read_webplotdigitizer as read_webplotdigitizer
+from .design import optimise_schedule as optimise_schedule, sensitivity as sensitivity
+from .fit import MapFit as MapFit, fit as fit
+from .modalities import citation as citation, modalities as modalities, model as model, parameters as parameters
+from .model import SESSION_FEATURES as SESSION_FEATURES, Model as Model
+from .nonmem import read_nonmem as read_nonmem
+from .observe import ErrorModel as ErrorModel
+from .plasticity import PlasticityModel as PlasticityModel
+from .protocols import protocol as protocol, protocols as protocols
+from .schedule import PATTERNS as PATTERNS, ROUTES as ROUTES, Schedule as Schedule
+from .simulate import (
     SegmentTable as SegmentTable,
     SolverError as SolverError,
     segment_table as segment_table,
@@ -34,8 +37,7 @@ from .simulate import (  # noqa: E402
     solve as solve,
     stack as stack,
 )
-from .trajectory import Trajectory as Trajectory  # noqa: E402
-from .design import optimise_schedule as optimise_schedule, sensitivity as sensitivity  # noqa: E402
+from .trajectory import Trajectory as Trajectory
 
 __version__ = "0.1.0"
 

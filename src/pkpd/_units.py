@@ -31,9 +31,7 @@ def hours_per(unit: str, *, field: str = "time_unit") -> float:
     try:
         return TIME_UNITS[unit]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"{field}={unit!r} is not a known time unit; valid: {sorted(TIME_UNITS)}"
-        ) from None
+        raise ValueError(f"{field}={unit!r} is not a known time unit; valid: {sorted(TIME_UNITS)}") from None
 
 
 def amount_factor(from_unit: str, to_unit: str) -> float:

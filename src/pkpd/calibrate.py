@@ -122,8 +122,9 @@ class JointProblem:
     random effect per study arm. ``solve``: per modality, overrides of the fit's ODE solver
     settings (:func:`pkpd.fit.solve_settings`; e.g. :data:`NUTS_SOLVE`)."""
 
-    def __init__(self, modalities=None, *, tau: float = TAU_STUDY, error=None, progress: bool = True,
-                 solve: dict | None = None):
+    def __init__(
+        self, modalities=None, *, tau: float = TAU_STUDY, error=None, progress: bool = True, solve: dict | None = None
+    ):
         from .modalities import modalities as all_modalities
 
         if not (np.isfinite(tau) and tau > 0):
@@ -141,8 +142,15 @@ class JointProblem:
             except FitError as e:
                 self.skipped[m] = str(e)
             if progress:
-                print(f"[pkpd.calibrate] {m}: " + (f"{self.problems[m].obs.n} rows, {len(self.problems[m].specs)} parameters"
-                                                    if m in self.problems else f"skipped ({self.skipped[m]})"), flush=True)
+                print(
+                    f"[pkpd.calibrate] {m}: "
+                    + (
+                        f"{self.problems[m].obs.n} rows, {len(self.problems[m].specs)} parameters"
+                        if m in self.problems
+                        else f"skipped ({self.skipped[m]})"
+                    ),
+                    flush=True,
+                )
         if not self.problems:
             raise FitError(f"no modality has usable data: {self.skipped}")
         self.keys: list[str] = []
@@ -154,11 +162,22 @@ class JointProblem:
                 key = parameter_key(_card_of(pb, spec), spec.name)
                 if key not in self.meta:
                     self.keys.append(key)
-                    self.meta[key] = dict(key=key, base=spec.base, species=spec.species, card=_card_of(pb, spec),
-                                          transform=spec.transform, prior_mu=spec.mu, prior_sigma=spec.sigma,
-                                          unit=spec.unit, status=spec.status, modalities=[])
+                    self.meta[key] = dict(
+                        key=key,
+                        base=spec.base,
+                        species=spec.species,
+                        card=_card_of(pb, spec),
+                        transform=spec.transform,
+                        prior_mu=spec.mu,
+                        prior_sigma=spec.sigma,
+                        unit=spec.unit,
+                        status=spec.status,
+                        modalities=[],
+                    )
                 elif not np.isclose(self.meta[key]["prior_mu"], spec.mu):
-                    raise FitError(f"{key}: modalities disagree on its prior ({self.meta[key]['prior_mu']} vs {spec.mu})")
+                    raise FitError(
+                        f"{key}: modalities disagree on its prior ({self.meta[key]['prior_mu']} vs {spec.mu})"
+                    )
                 self.meta[key]["modalities"].append(m)
                 idx.append(self.keys.index(key))
             self.index[m] = np.asarray(idx, dtype=int)
@@ -191,8 +210,9 @@ class JointProblem:
         the compiled solves release the GIL, so the modalities run in parallel (measured 2.1x on
         2 cores). The costliest (by their last run) are started first."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(1, min(len(self.problems), os.cpu_count() or 1)),
-                                            thread_name_prefix="pkpd-joint")
+            self._pool = ThreadPoolExecutor(
+                max_workers=max(1, min(len(self.problems), os.cpu_count() or 1)), thread_name_prefix="pkpd-joint"
+            )
 
         def run(m):
             t = time.perf_counter()
@@ -217,8 +237,7 @@ class JointProblem:
             with np.errstate(over="ignore", invalid="ignore"):  # far-out trial points: callers check finiteness
                 scale = np.exp(x[sidx])
                 sd = pb.sd()
-                yield (m, idx, sidx, (pred * scale - pb.obs.value) / sd, jac * (scale / sd)[:, None],
-                       pred * scale / sd)
+                yield (m, idx, sidx, (pred * scale - pb.obs.value) / sd, jac * (scale / sd)[:, None], pred * scale / sd)
 
     def linearise(self, x: np.ndarray):
         """Standardised residuals (data rows, then prior rows) and their Jacobian at ``x``."""
@@ -240,7 +259,7 @@ class Calibration:
     (log/logit) space."""
 
     parameters: list
-    draws_z: np.ndarray            # (draws, parameters)
+    draws_z: np.ndarray  # (draws, parameters)
     map_z: np.ndarray
     info: dict = field(default_factory=dict)
 
@@ -258,12 +277,21 @@ class Calibration:
         rows = []
         for i, p in enumerate(self.parameters):
             nat = np.asarray(_to_natural(p["transform"], jnp.asarray(self.draws_z[:, i])))
-            rows.append(dict(parameter=p["key"], map=float(_to_natural(p["transform"], self.map_z[i])),
-                             q05=float(np.quantile(nat, 0.05)), q95=float(np.quantile(nat, 0.95)), unit=p["unit"],
-                             prior_median=float(_to_natural(p["transform"], p["prior_mu"])), sd_ratio=p["sd_ratio"],
-                             data_taught_little=p["sd_ratio"] > 0.9, marginal=p.get("marginal", "laplace"),
-                             card_status=p["status"],
-                             modalities=",".join(p["modalities"])))
+            rows.append(
+                dict(
+                    parameter=p["key"],
+                    map=float(_to_natural(p["transform"], self.map_z[i])),
+                    q05=float(np.quantile(nat, 0.05)),
+                    q95=float(np.quantile(nat, 0.95)),
+                    unit=p["unit"],
+                    prior_median=float(_to_natural(p["transform"], p["prior_mu"])),
+                    sd_ratio=p["sd_ratio"],
+                    data_taught_little=p["sd_ratio"] > 0.9,
+                    marginal=p.get("marginal", "laplace"),
+                    card_status=p["status"],
+                    modalities=",".join(p["modalities"]),
+                )
+            )
         return pd.DataFrame(rows)
 
     def contraction(self) -> dict[str, float]:
@@ -315,8 +343,12 @@ class Calibration:
         return model
 
     def to_dict(self) -> dict:
-        return dict(parameters=self.parameters, map_z=np.asarray(self.map_z).tolist(),
-                    draws_z=np.asarray(self.draws_z).tolist(), info=self.info)
+        return dict(
+            parameters=self.parameters,
+            map_z=np.asarray(self.map_z).tolist(),
+            draws_z=np.asarray(self.draws_z).tolist(),
+            info=self.info,
+        )
 
     def save(self, path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -327,8 +359,12 @@ class Calibration:
         for k in ("parameters", "map_z", "draws_z"):
             if k not in d:
                 raise ValueError(f"not a pkpd calibration: missing {k!r}")
-        return cls(parameters=d["parameters"], map_z=np.asarray(d["map_z"], dtype=float),
-                   draws_z=np.asarray(d["draws_z"], dtype=float), info=d.get("info", {}))
+        return cls(
+            parameters=d["parameters"],
+            map_z=np.asarray(d["map_z"], dtype=float),
+            draws_z=np.asarray(d["draws_z"], dtype=float),
+            info=d.get("info", {}),
+        )
 
 
 def load(path=None) -> Calibration:
@@ -345,8 +381,17 @@ def load(path=None) -> Calibration:
     return Calibration.from_dict(d)
 
 
-def calibrate(modalities=None, *, tau: float = TAU_STUDY, draws: int = N_DRAWS, seed: int = 0, max_iter: int = 60,
-              progress: bool = True, error=None, check: bool = True) -> Calibration:
+def calibrate(
+    modalities=None,
+    *,
+    tau: float = TAU_STUDY,
+    draws: int = N_DRAWS,
+    seed: int = 0,
+    max_iter: int = 60,
+    progress: bool = True,
+    error=None,
+    check: bool = True,
+) -> Calibration:
     """The joint MAP and Laplace posterior over all (or the given) modalities' curated data.
 
     ``check`` (default): :func:`check_laplace` on the slices of the posterior with the study effects
@@ -367,7 +412,9 @@ def calibrate(modalities=None, *, tau: float = TAU_STUDY, draws: int = N_DRAWS, 
         step = -np.linalg.solve(A + lam * np.diag(np.diag(A)), g)
         try:
             r_new, J_new = jp.linearise(x + step)
-            obj_new = 0.5 * float(r_new @ r_new) if np.all(np.isfinite(r_new)) and np.all(np.isfinite(J_new)) else np.inf
+            obj_new = (
+                0.5 * float(r_new @ r_new) if np.all(np.isfinite(r_new)) and np.all(np.isfinite(J_new)) else np.inf
+            )
         except Exception:  # noqa: BLE001 — a failed solve at a trial point is a rejected step
             obj_new = np.inf
         if obj_new < obj:
@@ -375,8 +422,11 @@ def calibrate(modalities=None, *, tau: float = TAU_STUDY, draws: int = N_DRAWS, 
             x, r, J, obj = x + step, r_new, J_new, obj_new
             lam = max(lam / 3.0, 1e-9)
             if progress:
-                print(f"[pkpd.calibrate] iteration {it}: objective {obj:.6g} (lambda {lam:.1e}, "
-                      f"{time.perf_counter() - t0:.0f} s)", flush=True)
+                print(
+                    f"[pkpd.calibrate] iteration {it}: objective {obj:.6g} (lambda {lam:.1e}, "
+                    f"{time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
             if rel < 1e-7 or np.max(np.abs(step)) < 1e-5:
                 converged = True
                 break
@@ -422,34 +472,66 @@ def calibrate(modalities=None, *, tau: float = TAU_STUDY, draws: int = N_DRAWS, 
 
             g = grid_marginal(along, x[i] - 3.0 * sig[i], x[i] + 3.0 * sig[i], SLICE_GRID, draws=draws, rng=rng)
             draws_z[:, i] = g["draws"]
-            row.update(grid_mean=g["mean"], grid_sd=g["sd"], grid_edge_mass=g["edge_mass"],
-                       grid=[float(v) for v in g["grid"]], grid_logd=[float(v) for v in g["logd"]])
-            params[i].update(sd_z=g["sd"], sd_ratio=float(g["sd"] / sig[i]), marginal="slice grid",
-                             laplace_sd_z=float(sd[i]))
+            row.update(
+                grid_mean=g["mean"],
+                grid_sd=g["sd"],
+                grid_edge_mass=g["edge_mass"],
+                grid=[float(v) for v in g["grid"]],
+                grid_logd=[float(v) for v in g["logd"]],
+            )
+            params[i].update(
+                sd_z=g["sd"], sd_ratio=float(g["sd"] / sig[i]), marginal="slice grid", laplace_sd_z=float(sd[i])
+            )
             if progress:
-                print(f"[pkpd.calibrate] {jp.keys[i]}: the Laplace (sd {sd[i]:.3g}) misses the slice's tails (drop "
-                      f"{row['drop_below']:.3g} below, {row['drop_above']:.3g} above at +-{row['offset']:.3g}, Laplace "
-                      f"{row['laplace_drop']:.3g}); grid marginal sd {g['sd']:.3g}", flush=True)
-        laplace_check = dict(parameters=laplace_check, seconds=time.perf_counter() - t_check, span=SLICE_SPAN,
-                             drop=SLICE_DROP, evaluations=host.calls)
+                print(
+                    f"[pkpd.calibrate] {jp.keys[i]}: the Laplace (sd {sd[i]:.3g}) misses the slice's tails (drop "
+                    f"{row['drop_below']:.3g} below, {row['drop_above']:.3g} above at +-{row['offset']:.3g}, Laplace "
+                    f"{row['laplace_drop']:.3g}); grid marginal sd {g['sd']:.3g}",
+                    flush=True,
+                )
+        laplace_check = dict(
+            parameters=laplace_check,
+            seconds=time.perf_counter() - t_check,
+            span=SLICE_SPAN,
+            drop=SLICE_DROP,
+            evaluations=host.calls,
+        )
     per_modality, n0 = {}, 0
     for m, pb in jp.problems.items():
-        rm = r[n0:n0 + pb.obs.n]
-        per_modality[m] = dict(rows=int(pb.obs.n), sum_sq_z=float(rm @ rm), max_abs_z=float(np.max(np.abs(rm))),
-                               excluded_rows=int(len(pb.obs.excluded)))
+        rm = r[n0 : n0 + pb.obs.n]
+        per_modality[m] = dict(
+            rows=int(pb.obs.n),
+            sum_sq_z=float(rm @ rm),
+            max_abs_z=float(np.max(np.abs(rm))),
+            excluded_rows=int(len(pb.obs.excluded)),
+        )
         n0 += pb.obs.n
     effects = {s: dict(b=float(x[K + j]), sd=float(sd[K + j])) for j, s in enumerate(jp.studies)}
     seconds = time.perf_counter() - t0
     refused = [k for k, r in (laplace_check or {}).get("parameters", {}).items() if r["refused"]]
-    info = dict(method="joint MAP (Levenberg-Marquardt, block-assembled) + Laplace"
-                + (f" (slice grid marginals for {', '.join(refused)})" if refused else ""), tau_study=tau,
-                objective=obj, converged=bool(converged), iterations=it, seconds=seconds, seed=seed,
-                rows=int(sum(pb.obs.n for pb in jp.problems.values())), per_modality=per_modality,
-                skipped=jp.skipped, study_effects=effects, laplace_check=laplace_check,
-                command="python -m pkpd.calibrate", created=time.strftime("%Y-%m-%d"))
+    info = dict(
+        method="joint MAP (Levenberg-Marquardt, block-assembled) + Laplace"
+        + (f" (slice grid marginals for {', '.join(refused)})" if refused else ""),
+        tau_study=tau,
+        objective=obj,
+        converged=bool(converged),
+        iterations=it,
+        seconds=seconds,
+        seed=seed,
+        rows=int(sum(pb.obs.n for pb in jp.problems.values())),
+        per_modality=per_modality,
+        skipped=jp.skipped,
+        study_effects=effects,
+        laplace_check=laplace_check,
+        command="python -m pkpd.calibrate",
+        created=time.strftime("%Y-%m-%d"),
+    )
     if progress:
-        print(f"[pkpd.calibrate] done in {seconds:.0f} s: {K} parameters, {jp.S} study effects, "
-              f"{info['rows']} rows, objective {obj:.5g}, {'converged' if converged else 'NOT converged'}", flush=True)
+        print(
+            f"[pkpd.calibrate] done in {seconds:.0f} s: {K} parameters, {jp.S} study effects, "
+            f"{info['rows']} rows, objective {obj:.5g}, {'converged' if converged else 'NOT converged'}",
+            flush=True,
+        )
     return Calibration(parameters=params, draws_z=draws_z, map_z=x[:K], info=info)
 
 
@@ -477,8 +559,9 @@ def check_laplace(logdens, z_map, sd_z, prior_sd, *, span: float = SLICE_SPAN, d
     z_map = np.asarray(z_map, dtype=float)
     sd_z, prior_sd = np.asarray(sd_z, dtype=float), np.asarray(prior_sd, dtype=float)
     if not (z_map.shape == sd_z.shape == prior_sd.shape and z_map.ndim == 1):
-        raise ValueError(f"z_map, sd_z and prior_sd must be 1-d of one length; got {z_map.shape}, {sd_z.shape}, "
-                         f"{prior_sd.shape}")
+        raise ValueError(
+            f"z_map, sd_z and prior_sd must be 1-d of one length; got {z_map.shape}, {sd_z.shape}, {prior_sd.shape}"
+        )
     if not (np.all(sd_z > 0) and np.all(prior_sd > 0)):
         raise ValueError("sd_z and prior_sd must be positive")
     l0 = float(logdens(z_map))
@@ -488,8 +571,15 @@ def check_laplace(logdens, z_map, sd_z, prior_sd, *, span: float = SLICE_SPAN, d
     for i in range(z_map.size):
         delta = span * prior_sd[i]
         predicted = 0.5 * (delta / sd_z[i]) ** 2
-        row = dict(index=i, offset=float(delta), laplace_drop=float(predicted), checked=bool(predicted > drop),
-                   drop_below=None, drop_above=None, refused=False)
+        row = dict(
+            index=i,
+            offset=float(delta),
+            laplace_drop=float(predicted),
+            checked=bool(predicted > drop),
+            drop_below=None,
+            drop_above=None,
+            refused=False,
+        )
         if row["checked"]:
             for side, sign in (("drop_below", -1.0), ("drop_above", 1.0)):
                 z = z_map.copy()
@@ -508,7 +598,7 @@ def _exp_cell_moments(s):
     small = a < 1e-4
     a_ = np.where(small, 1.0, a)
     e = np.exp(-a_)
-    m1 = 1.0 / (1.0 - e) - 1.0 / a_                                   # for exp(+a t)
+    m1 = 1.0 / (1.0 - e) - 1.0 / a_  # for exp(+a t)
     m2 = ((a_**2 - 2.0 * a_ + 2.0) - 2.0 * e) / (a_**2 * (1.0 - e))
     m1 = np.where(small, 0.5 + a / 12.0, m1)
     m2 = np.where(small, 1.0 / 3.0 + a / 12.0, m2)
@@ -527,8 +617,9 @@ def _cells(ld, h):
     a0, b0 = np.where(ok, a, 0.0), np.where(ok, b, 0.0)
     s = b0 - a0
     small = np.abs(s) < 1e-8
-    mass = np.where(ok, h * np.where(small, np.exp(a0) * (1.0 + s / 2.0),
-                                     (np.exp(b0) - np.exp(a0)) / np.where(small, 1.0, s)), 0.0)
+    mass = np.where(
+        ok, h * np.where(small, np.exp(a0) * (1.0 + s / 2.0), (np.exp(b0) - np.exp(a0)) / np.where(small, 1.0, s)), 0.0
+    )
     return s, mass, np.where(ok, a0, -np.inf)
 
 
@@ -570,8 +661,14 @@ def grid_marginal(logdens_1d, lo: float, hi: float, n: int = SLICE_GRID, *, draw
     t1, t2 = _exp_cell_moments(s)
     mean = float(p @ (x[:-1] + h * t1))
     second = float(p @ (x[:-1] ** 2 + 2.0 * h * x[:-1] * t1 + h**2 * t2))
-    return dict(draws=out, grid=x, logd=ld, mean=mean, sd=float(np.sqrt(max(second - mean**2, 0.0))),
-                edge_mass=float(p[0] + p[-1]))
+    return dict(
+        draws=out,
+        grid=x,
+        logd=ld,
+        mean=mean,
+        sd=float(np.sqrt(max(second - mean**2, 0.0))),
+        edge_mass=float(p[0] + p[-1]),
+    )
 
 
 class GridTransform(eqx.Module):
@@ -586,9 +683,9 @@ class GridTransform(eqx.Module):
 
     x0: jax.Array
     h: jax.Array
-    logd: jax.Array        # normalised log density at each cell's left end (-inf: no mass)
-    slope: jax.Array       # log-density change over each cell
-    cum: jax.Array         # cumulative mass at the cell boundaries, cum[0] = 0, cum[-1] = 1
+    logd: jax.Array  # normalised log density at each cell's left end (-inf: no mass)
+    slope: jax.Array  # log-density change over each cell
+    cum: jax.Array  # cumulative mass at the cell boundaries, cum[0] = 0, cum[-1] = 1
 
     def __init__(self, grid, logd):
         x = np.asarray(grid, dtype=float)
@@ -605,7 +702,7 @@ class GridTransform(eqx.Module):
         sl, mass, left = _cells(ld, h)
         total = mass.sum()
         self.x0, self.h = jnp.asarray(x[0]), jnp.asarray(h)
-        self.logd = jnp.asarray(left - np.log(total))   # per cell: value at its left end
+        self.logd = jnp.asarray(left - np.log(total))  # per cell: value at its left end
         self.slope = jnp.asarray(sl)
         self.cum = jnp.asarray(np.concatenate([[0.0], np.cumsum(mass / total)]))
 
@@ -619,7 +716,7 @@ class GridTransform(eqx.Module):
         s = self.slope[k]
         t = _cell_inverse(jnp, s, q)
         theta = self.x0 + self.h * (k + t)
-        log_f = self.logd[k] + s * t                                   # normalised density at theta
+        log_f = self.logd[k] + s * t  # normalised density at theta
         return theta, jax.scipy.stats.norm.logpdf(u) - log_f
 
 
@@ -637,8 +734,8 @@ def _study_marginal(pred, log_tau, centre, scale, value, sd, study, n_studies, x
     normalising constants), by adaptive Gauss-Hermite quadrature: nodes b = centre_s + sqrt(2)
     scale_s x_k around each study's conditional mode. The nodes are constants here, so the
     gradient is that of the quadrature sum (exact to quadrature accuracy)."""
-    b = centre[:, None] + jnp.sqrt(2.0) * scale[:, None] * x[None, :]              # (studies, nodes)
-    mu = pred[:, None] * jnp.exp(b[study])                                          # (rows, nodes)
+    b = centre[:, None] + jnp.sqrt(2.0) * scale[:, None] * x[None, :]  # (studies, nodes)
+    mu = pred[:, None] * jnp.exp(b[study])  # (rows, nodes)
     rows = -0.5 * ((mu - value[:, None]) / sd[:, None]) ** 2
     lik = jax.ops.segment_sum(rows, study, num_segments=n_studies)
     prior = -0.5 * (b * jnp.exp(-log_tau)) ** 2 - log_tau - 0.5 * jnp.log(2.0 * jnp.pi)
@@ -699,7 +796,7 @@ class _HostLogLikelihood:
         jp = self.jp
         self.calls += 1
         theta = np.asarray(theta, dtype=np.float64)
-        z, log_tau = theta[:jp.K], float(theta[jp.K])
+        z, log_tau = theta[: jp.K], float(theta[jp.K])
 
         def refused(reason):  # NUTS sees a divergence
             self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -720,9 +817,18 @@ class _HostLogLikelihood:
             centre, scale = self.centre(m, pred, tau)
             if not (np.all(np.isfinite(centre)) and np.all(np.isfinite(scale))):
                 return refused(f"{m}: study-effect mode not finite")
-            v, (d_pred, d_tau) = _study_marginal_grad(jnp.asarray(pred), jnp.asarray(log_tau), jnp.asarray(centre),
-                                                      jnp.asarray(scale), jnp.asarray(value), jnp.asarray(sd),
-                                                      jnp.asarray(study), len(uniq), self.x, self.logw)
+            v, (d_pred, d_tau) = _study_marginal_grad(
+                jnp.asarray(pred),
+                jnp.asarray(log_tau),
+                jnp.asarray(centre),
+                jnp.asarray(scale),
+                jnp.asarray(value),
+                jnp.asarray(sd),
+                jnp.asarray(study),
+                len(uniq),
+                self.x,
+                self.logw,
+            )
             ll += float(v)
             g[jp.index[m]] += np.asarray(jac).T @ np.asarray(d_pred)
             g[jp.K] += float(d_tau)
@@ -737,14 +843,22 @@ class _HostLogLikelihood:
         theta = np.asarray(theta, dtype=np.float64)
         tau = float(np.exp(theta[jp.K]))
         out = np.full(jp.S, np.nan)
-        for m, (_jac, pred) in jp._evaluate(theta[:jp.K]).items():
+        for m, (_jac, pred) in jp._evaluate(theta[: jp.K]).items():
             centre, scale = self.centre(m, pred, tau)
             out[self.local[m][0]] = centre + scale * rng.standard_normal(len(centre))
         return out
 
 
-def laplace_at_mode(logpost, theta0, cov0, *, ascent_steps: int = 8, newton_steps: int = 3, step: float = 0.01,
-                    min_curvature: float = 0.05) -> tuple[np.ndarray, np.ndarray, dict]:
+def laplace_at_mode(
+    logpost,
+    theta0,
+    cov0,
+    *,
+    ascent_steps: int = 8,
+    newton_steps: int = 3,
+    step: float = 0.01,
+    min_curvature: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Mode and Laplace covariance of a log density from its gradient alone.
 
     ``logpost(theta) -> (value, gradient)``. From ``theta0``, ascend with ``cov0`` as the
@@ -804,9 +918,14 @@ def laplace_at_mode(logpost, theta0, cov0, *, ascent_steps: int = 8, newton_step
     cov = L @ Cu @ L.T
     cov = 0.5 * (cov + cov.T)
     climb(lambda g: cov @ g, newton_steps)
-    info = dict(log_density=lp, gradient_evaluations=calls, clipped=clipped,
-                curvature_min=float(w.min()), curvature_max=float(w.max()),
-                gradient_norm_whitened=float(np.linalg.norm(L.T @ g)))
+    info = dict(
+        log_density=lp,
+        gradient_evaluations=calls,
+        clipped=clipped,
+        curvature_min=float(w.min()),
+        curvature_max=float(w.max()),
+        gradient_norm_whitened=float(np.linalg.norm(L.T @ g)),
+    )
     return theta, cov, info
 
 
@@ -834,8 +953,7 @@ def _joint_loglik(host: _HostLogLikelihood):
 
 def theta_prior(jp: JointProblem) -> tuple[np.ndarray, np.ndarray]:
     """Prior mean and sd of ``theta = (z, log tau)`` in :func:`nuts` (independent normals)."""
-    return (np.concatenate([jp.mu[:jp.K], [np.log(TAU_STUDY)]]),
-            np.concatenate([jp.sigma[:jp.K], [TAU_PRIOR_SIGMA]]))
+    return (np.concatenate([jp.mu[: jp.K], [np.log(TAU_STUDY)]]), np.concatenate([jp.sigma[: jp.K], [TAU_PRIOR_SIGMA]]))
 
 
 def marginal_log_posterior(jp: JointProblem, host: _HostLogLikelihood):
@@ -855,8 +973,9 @@ def marginal_log_posterior(jp: JointProblem, host: _HostLogLikelihood):
 NUTS_STARTS = ("mode", "map")
 
 
-def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *, start: str = "mode",
-               progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+def nuts_start(
+    jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *, start: str = "mode", progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Where :func:`nuts` starts and its initial dense inverse mass matrix, for ``theta = (z, log tau)``.
 
     ``start="map"``: the shipped MAP (``init``, tau at :data:`TAU_STUDY`) and the z block of the
@@ -898,10 +1017,13 @@ def nuts_start(jp: JointProblem, host: _HostLogLikelihood, init: Calibration, *,
     theta, cov, more = laplace_at_mode(marginal_log_posterior(jp, host), theta0, cov)
     info.update(more, seconds=time.perf_counter() - t)
     if progress:
-        print(f"[pkpd.calibrate nuts] start at the marginal mode: log posterior {more['log_density']:.3f}, "
-              f"{more['gradient_evaluations']} gradients in {info['seconds']:.0f} s, curvature relative to the "
-              f"Gauss-Newton covariance {more['curvature_min']:.3g}-{more['curvature_max']:.3g} "
-              f"({more['clipped']} directions clipped)", flush=True)
+        print(
+            f"[pkpd.calibrate nuts] start at the marginal mode: log posterior {more['log_density']:.3f}, "
+            f"{more['gradient_evaluations']} gradients in {info['seconds']:.0f} s, curvature relative to the "
+            f"Gauss-Newton covariance {more['curvature_min']:.3g}-{more['curvature_max']:.3g} "
+            f"({more['clipped']} directions clipped)",
+            flush=True,
+        )
     return theta, cov, info
 
 
@@ -930,8 +1052,10 @@ def corrected_covariance(cov, sample_cov, n_eff: float) -> tuple[np.ndarray, dic
     if cov.shape != (d, d) or sample_cov.shape != (d, d):
         raise ValueError(f"cov {cov.shape} and sample_cov {sample_cov.shape} must both be square of one size")
     if not (np.isfinite(n_eff) and n_eff > d):
-        raise ValueError(f"n_eff={n_eff!r} must exceed the dimension {d}: fewer effective draws than dimensions "
-                         "cannot tell signal from noise")
+        raise ValueError(
+            f"n_eff={n_eff!r} must exceed the dimension {d}: fewer effective draws than dimensions "
+            "cannot tell signal from noise"
+        )
     L = np.linalg.cholesky(cov)
     Li = np.linalg.inv(L)
     w, V = np.linalg.eigh(Li @ sample_cov @ Li.T)
@@ -940,8 +1064,12 @@ def corrected_covariance(cov, sample_cov, n_eff: float) -> tuple[np.ndarray, dic
     keep = (w < lo) | (w > hi)
     w_used = np.where(keep, np.maximum(w, 1e-12), 1.0)
     out = L @ ((V * w_used) @ V.T) @ L.T
-    return 0.5 * (out + out.T), dict(g=g, edges=[float(lo), float(hi)], kept=[float(x) for x in w[keep]],
-                                     eigen_range=[float(w.min()), float(w.max())])
+    return 0.5 * (out + out.T), dict(
+        g=g,
+        edges=[float(lo), float(hi)],
+        kept=[float(x) for x in w[keep]],
+        eigen_range=[float(w.min()), float(w.max())],
+    )
 
 
 def metric_from_posterior(idata) -> dict:
@@ -959,11 +1087,30 @@ def metric_from_posterior(idata) -> dict:
     if len(keys) != n:
         raise ValueError(f"theta has {n} entries but the posterior names {len(keys)} (parameters + log_tau)")
     ess = np.asarray(az.ess(idata, var_names=["u"])["u"], dtype=float)
-    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in post.attrs.items()
-             if k in ("created_at", "chains", "warmup", "draws", "seed", "sampling_seconds", "divergences",
-                      "mean_leapfrog_steps", "adapt_mass", "start")}
-    return dict(keys=keys, covariance=np.cov(theta.reshape(-1, n).T).tolist(), n_eff=float(np.median(ess)),
-                draws=int(theta.shape[0] * theta.shape[1]), source=attrs)
+    attrs = {
+        k: (v.item() if hasattr(v, "item") else v)
+        for k, v in post.attrs.items()
+        if k
+        in (
+            "created_at",
+            "chains",
+            "warmup",
+            "draws",
+            "seed",
+            "sampling_seconds",
+            "divergences",
+            "mean_leapfrog_steps",
+            "adapt_mass",
+            "start",
+        )
+    }
+    return dict(
+        keys=keys,
+        covariance=np.cov(theta.reshape(-1, n).T).tolist(),
+        n_eff=float(np.median(ess)),
+        draws=int(theta.shape[0] * theta.shape[1]),
+        source=attrs,
+    )
 
 
 def load_metric(path=None) -> dict:
@@ -1060,11 +1207,26 @@ def _resolve_metric(metric, keys: list[str]) -> tuple[dict | None, dict]:
     return m, {"from": where, "n_eff": m.get("n_eff"), "source": m.get("source")}
 
 
-def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 200, seed: int = 0,
-         max_tree_depth: int = 6, target_accept: float = 0.8, init: Calibration | None = None,
-         study_effect_draws: int = 100, start: str = "mode", adapt_mass: str | None = None,
-         grid_marginals: bool = True, flip_flop: bool = True, solve: dict | None = NUTS_SOLVE,
-         metric="shipped", progress: bool = True, error=None):
+def nuts(
+    modalities=None,
+    *,
+    chains: int = 2,
+    warmup: int = 200,
+    draws: int = 200,
+    seed: int = 0,
+    max_tree_depth: int = 6,
+    target_accept: float = 0.8,
+    init: Calibration | None = None,
+    study_effect_draws: int = 100,
+    start: str = "mode",
+    adapt_mass: str | None = None,
+    grid_marginals: bool = True,
+    flip_flop: bool = True,
+    solve: dict | None = NUTS_SOLVE,
+    metric="shipped",
+    progress: bool = True,
+    error=None,
+):
     """Hierarchical NUTS over all (or the given) modalities' curated data -> arviz InferenceData.
 
     The model is the joint calibration's, with the between-study sd estimated instead of fixed:
@@ -1124,8 +1286,11 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
     import xarray as xr
     from numpyro.infer import MCMC, NUTS, init_to_value
 
-    if not isinstance(study_effect_draws, (int, np.integer)) or isinstance(study_effect_draws, bool) \
-            or study_effect_draws < 0:
+    if (
+        not isinstance(study_effect_draws, (int, np.integer))
+        or isinstance(study_effect_draws, bool)
+        or study_effect_draws < 0
+    ):
         raise ValueError(f"study_effect_draws={study_effect_draws!r} must be an integer >= 0")
     if start not in NUTS_STARTS:
         raise ValueError(f"start={start!r}; valid: {list(NUTS_STARTS)}")
@@ -1157,19 +1322,27 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         cov_rest, more = corrected_covariance(cov_rest, sample, float(metric["n_eff"]))
         metric_info.update(more)
         if progress:
-            print(f"[pkpd.calibrate nuts] metric: start covariance corrected by {metric_info['from']} along "
-                  f"{len(more['kept'])} directions (variance ratios {', '.join(f'{v:.2g}' for v in sorted(more['kept'])[::-1][:6])}"
-                  f"{', ...' if len(more['kept']) > 6 else ''}; noise bulk {more['edges'][0]:.2f}-{more['edges'][1]:.2f})",
-                  flush=True)
+            print(
+                f"[pkpd.calibrate nuts] metric: start covariance corrected by {metric_info['from']} along "
+                f"{len(more['kept'])} directions (variance ratios {', '.join(f'{v:.2g}' for v in sorted(more['kept'])[::-1][:6])}"
+                f"{', ...' if len(more['kept']) > 6 else ''}; noise bulk {more['edges'][0]:.2f}-{more['edges'][1]:.2f})",
+                flush=True,
+            )
     S, V = np.linalg.eigh(0.5 * (cov_rest + cov_rest.T))
     whiten = V * np.sqrt(np.maximum(S, 1e-12 * S.max()))
     start_j, whiten_j, rest_j = jnp.asarray(theta0), jnp.asarray(whiten), jnp.asarray(rest)
     if progress and mirrored:
-        print(f"[pkpd.calibrate nuts] flip-flop symmetric (ka <-> ke), prior symmetrised and draws reported with "
-              f"ka >= ke: {', '.join(jp.keys[t[0]].rpartition('.')[0] for t in mirrored)}", flush=True)
+        print(
+            f"[pkpd.calibrate nuts] flip-flop symmetric (ka <-> ke), prior symmetrised and draws reported with "
+            f"ka >= ke: {', '.join(jp.keys[t[0]].rpartition('.')[0] for t in mirrored)}",
+            flush=True,
+        )
     if progress and grid_index:
-        print(f"[pkpd.calibrate nuts] sampled through their slice-grid transforms: "
-              f"{', '.join(jp.keys[i] for i in grid_index)}", flush=True)
+        print(
+            f"[pkpd.calibrate nuts] sampled through their slice-grid transforms: "
+            f"{', '.join(jp.keys[i] for i in grid_index)}",
+            flush=True,
+        )
 
     def model():
         u = numpyro.sample("u", dist.ImproperUniform(dist.constraints.real_vector, (), event_shape=(n,)))
@@ -1189,11 +1362,22 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         numpyro.deterministic("tau", jnp.exp(theta[K]))
         numpyro.factor("data", loglik(theta))
 
-    kernel = NUTS(model, dense_mass=adapt == "dense", adapt_mass_matrix=adapt != "none",
-                  max_tree_depth=int(max_tree_depth), target_accept_prob=float(target_accept),
-                  init_strategy=init_to_value(values={"u": jnp.zeros(n)}))
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="sequential",
-                progress_bar=progress)
+    kernel = NUTS(
+        model,
+        dense_mass=adapt == "dense",
+        adapt_mass_matrix=adapt != "none",
+        max_tree_depth=int(max_tree_depth),
+        target_accept_prob=float(target_accept),
+        init_strategy=init_to_value(values={"u": jnp.zeros(n)}),
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=warmup,
+        num_samples=draws,
+        num_chains=chains,
+        chain_method="sequential",
+        progress_bar=progress,
+    )
     t_setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     # with the mass fixed (adapt "none") the Stan windows only restart the step size (see one_adaptation_window)
@@ -1201,9 +1385,11 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps"))
     seconds = time.perf_counter() - t1
     extra = mcmc.get_extra_fields()
-    idata = az.from_numpyro(mcmc, coords={"parameter": jp.keys, "theta_dim_0": np.arange(n), "direction": np.arange(n)},
-                            dims={"parameters": ["parameter"], "natural": ["parameter"], "theta": ["theta_dim_0"],
-                                  "u": ["direction"]})
+    idata = az.from_numpyro(
+        mcmc,
+        coords={"parameter": jp.keys, "theta_dim_0": np.arange(n), "direction": np.arange(n)},
+        dims={"parameters": ["parameter"], "natural": ["parameter"], "theta": ["theta_dim_0"], "u": ["direction"]},
+    )
     # the warmup's variance per direction of u (1 = the start's covariance), per chain
     adapted = _adapted_scales(mcmc, n) if adapt == "scale" else None
     t2 = time.perf_counter()
@@ -1213,36 +1399,60 @@ def nuts(modalities=None, *, chains: int = 2, warmup: int = 200, draws: int = 20
         pick = np.unique(np.linspace(0, len(thetas) - 1, n_eff).round().astype(int))
         rng = np.random.default_rng(seed)
         effects = np.stack([host.draw_study_effects(thetas[i], rng) for i in pick])
-        idata.add_groups({"study_effects": xr.Dataset(
-            {"study_effect": (("sample", "study"), effects)},
-            coords={"sample": pick, "study": jp.studies},
-            attrs={"description": "one draw per listed posterior draw (flattened chain-major index) of each "
-                                  "study effect b from its conditional posterior (Laplace) given that draw"})})
+        idata.add_groups(
+            {
+                "study_effects": xr.Dataset(
+                    {"study_effect": (("sample", "study"), effects)},
+                    coords={"sample": pick, "study": jp.studies},
+                    attrs={
+                        "description": "one draw per listed posterior draw (flattened chain-major index) of each "
+                        "study effect b from its conditional posterior (Laplace) given that draw"
+                    },
+                )
+            }
+        )
     effect_seconds = time.perf_counter() - t2
     idata.posterior.attrs.update(
-        pkpd_fit="joint_nuts", sampling_seconds=seconds, setup_seconds=t_setup, study_effect_seconds=effect_seconds,
-        start=json.dumps(start_info), adapt_mass=adapt,
+        pkpd_fit="joint_nuts",
+        sampling_seconds=seconds,
+        setup_seconds=t_setup,
+        study_effect_seconds=effect_seconds,
+        start=json.dumps(start_info),
+        adapt_mass=adapt,
         adaptation_windows="one (step size only)" if adapt == "none" else "numpyro (Stan-style windows)",
-        start_theta=json.dumps(np.asarray(theta0).tolist()), whitening=json.dumps(whiten.tolist()),
-        whitened_indices=json.dumps(rest.tolist()), grid_parameters=json.dumps([jp.keys[i] for i in grid_index]),
+        start_theta=json.dumps(np.asarray(theta0).tolist()),
+        whitening=json.dumps(whiten.tolist()),
+        whitened_indices=json.dumps(rest.tolist()),
+        grid_parameters=json.dumps([jp.keys[i] for i in grid_index]),
         flip_flop=json.dumps([[jp.keys[i] for i in t] for t in mirrored]),
         flip_flop_reflected=json.dumps(_reflected_share(mcmc, mirrored, chains)),
         xla_nproc=os.environ.get("NPROC", "unset"),
         solve=json.dumps({m: describe_solve(pb.solve) for m, pb in jp.problems.items()}),
         metric=json.dumps(metric_info),
         adapted_variance=json.dumps(adapted),
-        gradient_evaluations=host.calls, refused_evaluations=json.dumps(host.refused),
-        refused_at=json.dumps(host.refused_at), study_effects="integrated out (adaptive Gauss-Hermite, "
-                                                       f"{len(host.x)} nodes per study)",
-        divergences=int(np.sum(np.asarray(extra["diverging"]))), mean_leapfrog_steps=float(np.mean(np.asarray(extra["num_steps"]))),
-        chains=chains, warmup=warmup, draws=draws, max_tree_depth=max_tree_depth, seed=seed,
-        rows=int(sum(pb.obs.n for pb in jp.problems.values())), modalities=json.dumps(list(jp.problems)),
-        prior_mu=json.dumps(np.asarray(jp.mu[:K]).tolist()), prior_sigma=json.dumps(np.asarray(jp.sigma[:K]).tolist()))
+        gradient_evaluations=host.calls,
+        refused_evaluations=json.dumps(host.refused),
+        refused_at=json.dumps(host.refused_at),
+        study_effects=f"integrated out (adaptive Gauss-Hermite, {len(host.x)} nodes per study)",
+        divergences=int(np.sum(np.asarray(extra["diverging"]))),
+        mean_leapfrog_steps=float(np.mean(np.asarray(extra["num_steps"]))),
+        chains=chains,
+        warmup=warmup,
+        draws=draws,
+        max_tree_depth=max_tree_depth,
+        seed=seed,
+        rows=int(sum(pb.obs.n for pb in jp.problems.values())),
+        modalities=json.dumps(list(jp.problems)),
+        prior_mu=json.dumps(np.asarray(jp.mu[:K]).tolist()),
+        prior_sigma=json.dumps(np.asarray(jp.sigma[:K]).tolist()),
+    )
     if progress:
-        print(f"[pkpd.calibrate nuts] {chains} chains x ({warmup} + {draws}) in {seconds:.0f} s (+ {t_setup:.0f} s setup, "
-              f"{effect_seconds:.0f} s study effects): {host.calls} gradient evaluations, "
-              f"{idata.posterior.attrs['divergences']} divergences; evaluations refused: {host.refused or 'none'}",
-              flush=True)
+        print(
+            f"[pkpd.calibrate nuts] {chains} chains x ({warmup} + {draws}) in {seconds:.0f} s (+ {t_setup:.0f} s setup, "
+            f"{effect_seconds:.0f} s study effects): {host.calls} gradient evaluations, "
+            f"{idata.posterior.attrs['divergences']} divergences; evaluations refused: {host.refused or 'none'}",
+            flush=True,
+        )
     return idata
 
 
@@ -1265,47 +1475,84 @@ def nuts_summary(idata):
 def main(argv=None) -> int:
     from ._paths import models_dir
 
-    ap = argparse.ArgumentParser(prog="python -m pkpd.calibrate",
-                                 description="Joint calibration of all modalities on the curated published curves.")
+    ap = argparse.ArgumentParser(
+        prog="python -m pkpd.calibrate",
+        description="Joint calibration of all modalities on the curated published curves.",
+    )
     ap.add_argument("--modalities", nargs="*", default=None, help="subset (default: every modality with usable data)")
     ap.add_argument("--out", default=None, help=f"output JSON (default: models/{CALIBRATION})")
     ap.add_argument("--draws", type=int, default=N_DRAWS)
     ap.add_argument("--tau", type=float, default=TAU_STUDY)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nuts", action="store_true",
-                    help="hierarchical NUTS (tau estimated) from the shipped MAP instead of MAP + Laplace; "
-                         "writes netCDF to --out (default calibration_nuts.nc) and prints R-hat/ESS")
+    ap.add_argument(
+        "--nuts",
+        action="store_true",
+        help="hierarchical NUTS (tau estimated) from the shipped MAP instead of MAP + Laplace; "
+        "writes netCDF to --out (default calibration_nuts.nc) and prints R-hat/ESS",
+    )
     ap.add_argument("--chains", type=int, default=2, help="NUTS chains (with --nuts)")
     ap.add_argument("--warmup", type=int, default=200, help="NUTS warmup per chain (with --nuts)")
     ap.add_argument("--max-tree-depth", type=int, default=6, help="NUTS tree depth cap (with --nuts)")
-    ap.add_argument("--start", choices=NUTS_STARTS, default="mode",
-                    help="NUTS start: marginal mode + Hessian mass (default) or the shipped MAP + Laplace mass")
-    ap.add_argument("--adapt-mass", choices=ADAPT_MASS, default=None,
-                    help="what warmup adapts in the start's whitened coordinates: nothing but the step size "
-                         "(default with --start mode), one variance per direction, or a dense covariance "
-                         "(default with --start map)")
-    ap.add_argument("--no-grid-marginals", action="store_true",
-                    help="(with --nuts) whiten every parameter, including those the Laplace check refused, "
-                         "instead of sampling those through their slice-grid transform")
-    ap.add_argument("--no-flip-flop", action="store_true",
-                    help="(with --nuts) sample one-compartment oral PK (psilocybin, LSD) without symmetrising "
-                         "the prior under the ka <-> ke swap and without folding the draws onto ka >= ke")
-    ap.add_argument("--fit-solve", action="store_true",
-                    help="(with --nuts) solve every modality with the MAP's ODE settings (pkpd.fit.FIT_SOLVE) "
-                         "instead of the per-modality NUTS_SOLVE")
-    ap.add_argument("--metric", default="shipped",
-                    help="(with --nuts) posterior-sample metric that corrects the Hessian mass: 'shipped' "
-                         f"(models/{NUTS_METRIC}, default), 'none', or the path of a saved metric")
-    ap.add_argument("--save-metric", default=None,
-                    help="(with --nuts) after the run, write its metric (metric_from_posterior) to this JSON path")
+    ap.add_argument(
+        "--start",
+        choices=NUTS_STARTS,
+        default="mode",
+        help="NUTS start: marginal mode + Hessian mass (default) or the shipped MAP + Laplace mass",
+    )
+    ap.add_argument(
+        "--adapt-mass",
+        choices=ADAPT_MASS,
+        default=None,
+        help="what warmup adapts in the start's whitened coordinates: nothing but the step size "
+        "(default with --start mode), one variance per direction, or a dense covariance "
+        "(default with --start map)",
+    )
+    ap.add_argument(
+        "--no-grid-marginals",
+        action="store_true",
+        help="(with --nuts) whiten every parameter, including those the Laplace check refused, "
+        "instead of sampling those through their slice-grid transform",
+    )
+    ap.add_argument(
+        "--no-flip-flop",
+        action="store_true",
+        help="(with --nuts) sample one-compartment oral PK (psilocybin, LSD) without symmetrising "
+        "the prior under the ka <-> ke swap and without folding the draws onto ka >= ke",
+    )
+    ap.add_argument(
+        "--fit-solve",
+        action="store_true",
+        help="(with --nuts) solve every modality with the MAP's ODE settings (pkpd.fit.FIT_SOLVE) "
+        "instead of the per-modality NUTS_SOLVE",
+    )
+    ap.add_argument(
+        "--metric",
+        default="shipped",
+        help="(with --nuts) posterior-sample metric that corrects the Hessian mass: 'shipped' "
+        f"(models/{NUTS_METRIC}, default), 'none', or the path of a saved metric",
+    )
+    ap.add_argument(
+        "--save-metric",
+        default=None,
+        help="(with --nuts) after the run, write its metric (metric_from_posterior) to this JSON path",
+    )
     args = ap.parse_args(argv)
     if args.nuts:
         widen_xla_pool()
-        idata = nuts(args.modalities, chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
-                     max_tree_depth=args.max_tree_depth, start=args.start, adapt_mass=args.adapt_mass,
-                     grid_marginals=not args.no_grid_marginals, flip_flop=not args.no_flip_flop,
-                     solve=None if args.fit_solve else NUTS_SOLVE,
-                     metric=None if args.metric == "none" else args.metric)
+        idata = nuts(
+            args.modalities,
+            chains=args.chains,
+            warmup=args.warmup,
+            draws=args.draws,
+            seed=args.seed,
+            max_tree_depth=args.max_tree_depth,
+            start=args.start,
+            adapt_mass=args.adapt_mass,
+            grid_marginals=not args.no_grid_marginals,
+            flip_flop=not args.no_flip_flop,
+            solve=None if args.fit_solve else NUTS_SOLVE,
+            metric=None if args.metric == "none" else args.metric,
+        )
         out = Path(args.out or "calibration_nuts.nc")
         idata.to_netcdf(str(out))
         if args.save_metric:
@@ -1315,7 +1562,11 @@ def main(argv=None) -> int:
         import pandas as pd
 
         with pd.option_context("display.width", 160, "display.max_rows", 200):
-            print(nuts_summary(idata)[["name", "mean", "sd", "ess_bulk", "ess_tail", "r_hat", "sd_ratio"]].to_string(index=False))
+            print(
+                nuts_summary(idata)[["name", "mean", "sd", "ess_bulk", "ess_tail", "r_hat", "sd_ratio"]].to_string(
+                    index=False
+                )
+            )
         print(f"written {out} ({idata.posterior.attrs['sampling_seconds']:.0f} s sampling)")
         return 0
     cal = calibrate(args.modalities, tau=args.tau, draws=args.draws, seed=args.seed)

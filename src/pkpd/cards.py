@@ -26,8 +26,12 @@ from pathlib import Path
 from ._paths import models_dir
 
 STATUSES = ("sourced", "derived", "assumed")
-PRIORS = {"lognormal": ("median", "sigma"), "beta": ("mean", "concentration"), "halfnormal": ("scale",),
-          "normal": ("mean", "sd")}
+PRIORS = {
+    "lognormal": ("median", "sigma"),
+    "beta": ("mean", "concentration"),
+    "halfnormal": ("scale",),
+    "normal": ("mean", "sd"),
+}
 SPECIES = ("human", "mouse", "rat")
 
 
@@ -105,7 +109,7 @@ def _validate_prior(where: str, prior) -> dict:
     return dict(prior)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_card(path: str | Path) -> Card:
     """Parse and validate one card; ``ValueError`` names the file, the parameter and the problem."""
     path = Path(path)
@@ -140,13 +144,32 @@ def load_card(path: str | Path) -> Card:
                 raise ValueError(f"{where}: a sourced value needs the quote it comes from")
             if status in ("assumed", "derived") and not entry.get("note"):
                 raise ValueError(f"{where}: an {status} value needs a note with its reasoning or derivation")
-            known = {"value", "unit", "prior", "status", "citation", "doi", "pmcid", "pmid", "location",
-                     "extraction", "quote", "note"}
+            known = {
+                "value",
+                "unit",
+                "prior",
+                "status",
+                "citation",
+                "doi",
+                "pmcid",
+                "pmid",
+                "location",
+                "extraction",
+                "quote",
+                "note",
+            }
             by_species[sp] = Parameter(
-                name=pname, value=float(entry["value"]), unit=str(entry["unit"]),
-                prior=_validate_prior(where, entry["prior"]), status=status, species=sp, card=path.stem,
-                description=desc, **{k: str(entry.get(k, "")) for k in known - {"value", "unit", "prior", "status"}},
-                extra={k: v for k, v in entry.items() if k not in known})
+                name=pname,
+                value=float(entry["value"]),
+                unit=str(entry["unit"]),
+                prior=_validate_prior(where, entry["prior"]),
+                status=status,
+                species=sp,
+                card=path.stem,
+                description=desc,
+                **{k: str(entry.get(k, "")) for k in known - {"value", "unit", "prior", "status"}},
+                extra={k: v for k, v in entry.items() if k not in known},
+            )
         params[pname] = by_species
     return Card(path=path, kind=kind, header=dict(raw[kind]), parameters=params)
 

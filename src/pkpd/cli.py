@@ -35,16 +35,20 @@ def _demo(args) -> int:
         traj = pkpd.simulate(pkpd.model(name), pkpd.protocol(name), times)
         vals = {r: [100 * (float(np.interp(24.0 * d, times, np.asarray(traj[r]))) - 1) for d in DAYS] for r in readouts}
         rows.append((name, pkpd.protocols()[name], vals))
-    print(f"pkpd {pkpd.__version__}: change from baseline (%) under each standard protocol "
-          "(model-card values, not yet fitted)")
+    print(
+        f"pkpd {pkpd.__version__}: change from baseline (%) under each standard protocol "
+        "(model-card values, not yet fitted)"
+    )
     head = " ".join(f"{'d' + str(d):>7}" for d in DAYS)
     print(f"{'modality':<17} {'spine density':^31} | {'BDNF':^31}")
     print(f"{'':<17} {head} | {head}")
     for name, _desc, vals in rows:
         fmt = lambda xs: " ".join(f"{x:7.2f}" for x in xs)  # noqa: E731
         print(f"{name:<17} {fmt(vals['spine_density'])} | {fmt(vals['bdnf'])}")
-    print(f"\n{len(rows)} modalities simulated over {max(DAYS)} days in {time.perf_counter() - t0:.1f} s. "
-          "Protocols: pkpd.protocols(); sources: pkpd.citation(pkpd.model(name)).")
+    print(
+        f"\n{len(rows)} modalities simulated over {max(DAYS)} days in {time.perf_counter() - t0:.1f} s. "
+        "Protocols: pkpd.protocols(); sources: pkpd.citation(pkpd.model(name))."
+    )
     if args.figure:
         _figure(rows, args.figure)
     return 0
@@ -80,17 +84,27 @@ def _compare(args) -> int:
         print(f"pkpd compare: --draws {args.draws} must be >= 2", file=sys.stderr)
         return 2
     try:
-        res = compare(args.modalities, draws=args.draws, quick=args.quick, seed=args.seed, claims=args.claims,
-                      progress=not args.no_progress)
+        res = compare(
+            args.modalities,
+            draws=args.draws,
+            quick=args.quick,
+            seed=args.seed,
+            claims=args.claims,
+            progress=not args.no_progress,
+        )
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"pkpd compare: {e}", file=sys.stderr)
         return 2
-    print(f"pkpd {pkpd.__version__} compare: standard protocols, 90 days, {res.info['draws']} posterior draws of the "
-          f"joint calibration ({res.info['calibration']['method']}); median [90 % interval]\n")
+    print(
+        f"pkpd {pkpd.__version__} compare: standard protocols, 90 days, {res.info['draws']} posterior draws of the "
+        f"joint calibration ({res.info['calibration']['method']}); median [90 % interval]\n"
+    )
     print(res.table())
     n = {v: sum(c["verdict"] == v for c in res.claims) for v in ("supported", "uncertain", "contradicted")}
-    print(f"\nclaims: {n['supported']} supported, {n['uncertain']} uncertain, {n['contradicted']} contradicted "
-          f"(data share = how much of each answer comes from data rather than priors)")
+    print(
+        f"\nclaims: {n['supported']} supported, {n['uncertain']} uncertain, {n['contradicted']} contradicted "
+        f"(data share = how much of each answer comes from data rather than priors)"
+    )
     if args.json:
         res.save(args.json)
         print(f"JSON report written to {args.json}")
@@ -105,7 +119,9 @@ def _compare(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="pkpd", description="Pharmacodynamic time-course models of synaptic plasticity.")
+    parser = argparse.ArgumentParser(
+        prog="pkpd", description="Pharmacodynamic time-course models of synaptic plasticity."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="simulate every modality's standard protocol and print a summary")
     demo.add_argument("--modalities", nargs="*", default=None, help="subset of modalities (default: all)")

@@ -39,9 +39,16 @@ import numpy as np
 
 from . import timescales as ts
 
-READOUTS = {"spine_density": "spine_density", "bdnf": "bdnf", "trkb": "trkb", "mtor": "mtor",
-            "neurogenesis": "neurogenesis", "hippocampal_volume": "hippocampal_volume",
-            "synaptic_efficacy": "synaptic_efficacy", "clinical": "symptom_score"}
+READOUTS = {
+    "spine_density": "spine_density",
+    "bdnf": "bdnf",
+    "trkb": "trkb",
+    "mtor": "mtor",
+    "neurogenesis": "neurogenesis",
+    "hippocampal_volume": "hippocampal_volume",
+    "synaptic_efficacy": "synaptic_efficacy",
+    "clinical": "symptom_score",
+}
 #: Readouts in the printed table and the JSON (all of :data:`READOUTS` are available to claims).
 TABLE_READOUTS = ("spine_density", "bdnf", "neurogenesis", "hippocampal_volume", "synaptic_efficacy", "clinical")
 METRIC_NAMES = ("onset_h", "t50_h", "tmax_h", "duration_h")
@@ -115,16 +122,24 @@ def _anonymous(model):
 
 @dataclass
 class _Run:
-    changes: dict          # readout -> (draws, times) change from baseline
-    ok: np.ndarray         # (draws,) solver succeeded
-    input_half: object     # callable() -> (draws,) or (1,) schedule/PK clock (h)
+    changes: dict  # readout -> (draws, times) change from baseline
+    ok: np.ndarray  # (draws,) solver succeeded
+    input_half: object  # callable() -> (draws,) or (1,) schedule/PK clock (h)
 
 
 class Comparer:
     """Simulations on posterior draws, cached by (modality, schedule)."""
 
-    def __init__(self, *, draws: int = 64, seed: int = 0, calibration=None, horizon_h: float = ts.HORIZON_H,
-                 grid: int = 240, progress: bool = True):
+    def __init__(
+        self,
+        *,
+        draws: int = 64,
+        seed: int = 0,
+        calibration=None,
+        horizon_h: float = ts.HORIZON_H,
+        grid: int = 240,
+        progress: bool = True,
+    ):
         from . import calibrate
 
         self.cal = calibration if calibration is not None else calibrate.load()
@@ -165,8 +180,11 @@ class Comparer:
         input_half = self._input_half(tr, sched)
         self._runs[key] = _Run(changes, ok, input_half)
         if self.progress:
-            print(f"[pkpd compare] {modality} {key[1]}: {ok.sum()}/{ok.size} draws ok, "
-                  f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"[pkpd compare] {modality} {key[1]}: {ok.sum()}/{ok.size} draws ok, {time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         return self._runs[key]
 
     def _input_half(self, tr, sched):
@@ -174,8 +192,9 @@ class Comparer:
         t = self.times
         if "occupancy" in tr.names:
             occ = np.asarray(tr["occupancy"])
-            cum = np.concatenate([np.zeros((occ.shape[0], 1)),
-                                  np.cumsum(0.5 * (occ[:, 1:] + occ[:, :-1]) * np.diff(t), axis=1)], axis=1)
+            cum = np.concatenate(
+                [np.zeros((occ.shape[0], 1)), np.cumsum(0.5 * (occ[:, 1:] + occ[:, :-1]) * np.diff(t), axis=1)], axis=1
+            )
         else:
             starts = np.asarray(sched.session_start, dtype=float)
             weights = np.asarray(sched.session_pulses, dtype=float)
@@ -194,7 +213,7 @@ class Comparer:
             self._runs[key] = self._perturbed(modality, options)
         params, changes = self._runs[key]
         vals = np.asarray(metric_fn(self.times, changes[readout]), dtype=float)
-        base, pert = vals[0], vals[1:1 + len(params)]
+        base, pert = vals[0], vals[1 : 1 + len(params)]
         out = {}
         for (k, sigma, h), v in zip(params, pert):
             d = (v - base) / h if np.isfinite(v) and np.isfinite(base) else 0.0
@@ -205,7 +224,7 @@ class Comparer:
         import equinox as eqx
         import jax.numpy as jnp
 
-        from .fit import FitError, PK_TARGET, _prior_z, _to_natural, _where
+        from .fit import PK_TARGET, FitError, _prior_z, _to_natural, _where
         from .modalities import build
         from .protocols import protocol
 
@@ -221,7 +240,11 @@ class Comparer:
             where = _where(base, p.name)
             if where is None:
                 continue
-            k = p.name if p.card == "core" else f"{p.card}.{p.name}" + (f"@{p.species}" if p.name in PK_TARGET and p.species != "all" else "")
+            k = (
+                p.name
+                if p.card == "core"
+                else f"{p.card}.{p.name}" + (f"@{p.species}" if p.name in PK_TARGET and p.species != "all" else "")
+            )
             if k in map_z:
                 z0 = float(map_z[k])
             else:
@@ -241,14 +264,18 @@ class Comparer:
         n = self.draws
         chunks = []
         for i in range(0, len(models), n):
-            part = models[i:i + n]
+            part = models[i : i + n]
             part = part + [part[-1]] * (n - len(part))  # same batch size as the draws: no recompilation
             tr = self._population(part, sched)
             chunks.append({r: np.asarray(tr[out]) - 1.0 for r, out in READOUTS.items()})
         changes = {r: np.concatenate([c[r] for c in chunks])[: len(models)] for r in READOUTS}
         if self.progress:
-            print(f"[pkpd compare] {modality} {json.dumps(options or {}, sort_keys=True)}: sensitivities to "
-                  f"{len(params)} parameters", file=sys.stderr, flush=True)
+            print(
+                f"[pkpd compare] {modality} {json.dumps(options or {}, sort_keys=True)}: sensitivities to "
+                f"{len(params)} parameters",
+                file=sys.stderr,
+                flush=True,
+            )
         return params, changes
 
 
@@ -258,7 +285,9 @@ def _metric_values(claim, times, change):
         return ts.change_at(times, change, float(claim["at_h"]))
     if m == "change_ratio":
         with np.errstate(divide="ignore", invalid="ignore"):
-            return ts.change_at(times, change, float(claim["at_h"])) / ts.change_at(times, change, float(claim["ref_h"]))
+            return ts.change_at(times, change, float(claim["at_h"])) / ts.change_at(
+                times, change, float(claim["ref_h"])
+            )
     horizon = claim.get("horizon_h")
     return np.asarray(ts.metrics(times, change, horizon_h=horizon)[m], dtype=float)
 
@@ -306,15 +335,25 @@ def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
     contraction = comparer.cal.contraction()
     shares = []
     for m in mods:
+
         def fn(times, change, c=metric_claim):
             v = _metric_values(c, times, change)
             return np.log(v) if c["metric"].endswith("_h") else v
+
         w = comparer.sensitivities(m, opts, readout, fn)
         total = sum(w.values())
         shares.append(sum(wi * contraction.get(k, 0.0) for k, wi in w.items()) / total if total > 0 else 0.0)
-    return dict(id=claim["id"], text=claim["text"], probability=prob, verdict=_verdict(prob),
-                data_share=float(np.mean(shares)), metric=claim["metric"] if claim["op"] != "order" else f"order of {claim.get('of', 't50_h')}",
-                readout=readout, per_modality=per, required=bool(claim.get("required", False)))
+    return dict(
+        id=claim["id"],
+        text=claim["text"],
+        probability=prob,
+        verdict=_verdict(prob),
+        data_share=float(np.mean(shares)),
+        metric=claim["metric"] if claim["op"] != "order" else f"order of {claim.get('of', 't50_h')}",
+        readout=readout,
+        per_modality=per,
+        required=bool(claim.get("required", False)),
+    )
 
 
 def counterfactual_schedules() -> list[tuple[str, str, dict | None, object]]:
@@ -323,11 +362,19 @@ def counterfactual_schedules() -> list[tuple[str, str, dict | None, object]]:
 
     return [
         ("rtms_10hz", "standard: 30 sessions, 5/week for 6 weeks", {}, None),
-        ("rtms_10hz", "accelerated: the same 30 sessions, 6/day 50 min apart on 5 days",
-         dict(per_day=6, days_per_week=5, weeks=1, gap_min=50.0), None),
+        (
+            "rtms_10hz",
+            "accelerated: the same 30 sessions, 6/day 50 min apart on 5 days",
+            dict(per_day=6, days_per_week=5, weeks=1, gap_min=50.0),
+            None,
+        ),
         ("fluoxetine", "standard: 20 mg daily for 12 weeks", {}, None),
-        ("fluoxetine", "at steady state from day 1 (NONMEM SS=1 on the first dose)", None,
-         Schedule.repeated(20.0, 24.0, 84, route="oral", ss=True, label="fluoxetine SS=1")),
+        (
+            "fluoxetine",
+            "at steady state from day 1 (NONMEM SS=1 on the first dose)",
+            None,
+            Schedule.repeated(20.0, 24.0, 84, route="oral", ss=True, label="fluoxetine SS=1"),
+        ),
         ("ect", "standard: 12 sessions, 3/week", {}, None),
         ("ect", "12 sessions, 2/week", dict(per_week=2), None),
         ("psilocybin", "standard: 25 mg once", {}, None),
@@ -350,8 +397,13 @@ class Comparison:
     seconds: float = 0.0  # wall time (not in the JSON, which is reproducible run to run)
 
     def to_json(self) -> dict:
-        return dict(modalities=self.modalities, claims=self.claims, counterfactuals=self.counterfactuals,
-                    decomposition=self.decomposition, info=self.info)
+        return dict(
+            modalities=self.modalities,
+            claims=self.claims,
+            counterfactuals=self.counterfactuals,
+            decomposition=self.decomposition,
+            info=self.info,
+        )
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(_clean(self.to_json()), indent=1, sort_keys=False))
@@ -419,8 +471,17 @@ def _clean(x):
     return x
 
 
-def compare(modalities=None, *, draws: int = 32, seed: int = 0, quick: bool = False, calibration=None,
-            claims=None, counterfactuals=None, progress: bool = True) -> Comparison:
+def compare(
+    modalities=None,
+    *,
+    draws: int = 32,
+    seed: int = 0,
+    quick: bool = False,
+    calibration=None,
+    claims=None,
+    counterfactuals=None,
+    progress: bool = True,
+) -> Comparison:
     """Time scales, claims and counterfactuals (see the module docstring).
 
     ``modalities``: subset (default all; claims naming other modalities simulate them too).
@@ -457,13 +518,22 @@ def compare(modalities=None, *, draws: int = 32, seed: int = 0, quick: bool = Fa
             with np.errstate(invalid="ignore", divide="ignore"):
                 peak = np.take_along_axis(c, np.nanargmax(np.abs(np.nan_to_num(c)), axis=1)[:, None], axis=1)
                 norm = np.where(np.abs(peak) > 0, c / peak, np.nan)
-            curves[name][r] = [np.nanmedian(norm, axis=0), np.nanquantile(norm, 0.05, axis=0),
-                               np.nanquantile(norm, 0.95, axis=0)]
+            curves[name][r] = [
+                np.nanmedian(norm, axis=0),
+                np.nanquantile(norm, 0.05, axis=0),
+                np.nanquantile(norm, 0.95, axis=0),
+            ]
         met = ts.metrics(t, run.changes["spine_density"])
         sched_half = run.input_half()
-        decomposition.append(dict(modality=name, readout="spine_density", t50_h=ts.summarise(met["t50_h"]),
-                                  schedule_pk_h=ts.summarise(sched_half),
-                                  biology_h=ts.summarise(met["t50_h"] - sched_half)))
+        decomposition.append(
+            dict(
+                modality=name,
+                readout="spine_density",
+                t50_h=ts.summarise(met["t50_h"]),
+                schedule_pk_h=ts.summarise(sched_half),
+                biology_h=ts.summarise(met["t50_h"] - sched_half),
+            )
+        )
         rows.append(dict(name=name, protocol=protocols()[name], draws_ok=int(run.ok.sum()), readouts=readouts))
     evaluated = [evaluate_claim(c, cmp) for c in claim_list]
     cf_results = []
@@ -472,11 +542,32 @@ def compare(modalities=None, *, draws: int = 32, seed: int = 0, quick: bool = Fa
     for modality, desc, opts, sched in counterfactuals:
         run = cmp.run(modality, opts, schedule=sched, label=desc)
         met = ts.metrics(t, run.changes["spine_density"])
-        cf_results.append(dict(modality=modality, schedule=desc, readout="spine_density",
-                                    t50_h=ts.summarise(met["t50_h"]), tmax_h=ts.summarise(met["tmax_h"]),
-                                    peak=ts.summarise(met["peak"])))
-    info = dict(draws=cmp.draws, seed=seed, quick=quick, horizon_h=float(t[-1]), grid_points=int(t.size),
-                calibration=dict((k, cmp.cal.info.get(k)) for k in ("method", "created", "objective", "converged", "rows")),
-                note="uncalibrated parameters are at their model-card values; intervals are 90 % over posterior draws")
-    return Comparison(modalities=rows, claims=evaluated, counterfactuals=cf_results, decomposition=decomposition,
-                      curves=curves, times=t, info=info, seconds=time.perf_counter() - t_start)
+        cf_results.append(
+            dict(
+                modality=modality,
+                schedule=desc,
+                readout="spine_density",
+                t50_h=ts.summarise(met["t50_h"]),
+                tmax_h=ts.summarise(met["tmax_h"]),
+                peak=ts.summarise(met["peak"]),
+            )
+        )
+    info = dict(
+        draws=cmp.draws,
+        seed=seed,
+        quick=quick,
+        horizon_h=float(t[-1]),
+        grid_points=int(t.size),
+        calibration=dict((k, cmp.cal.info.get(k)) for k in ("method", "created", "objective", "converged", "rows")),
+        note="uncalibrated parameters are at their model-card values; intervals are 90 % over posterior draws",
+    )
+    return Comparison(
+        modalities=rows,
+        claims=evaluated,
+        counterfactuals=cf_results,
+        decomposition=decomposition,
+        curves=curves,
+        times=t,
+        info=info,
+        seconds=time.perf_counter() - t_start,
+    )

@@ -24,15 +24,69 @@ from ._paths import models_dir
 from ._units import TIME_UNITS
 from .cards import SPECIES
 
-COLUMNS = ("study_id", "species", "modality", "protocol", "protocol_options", "dose", "dose_unit", "route", "time",
-           "time_unit", "readout", "analyte", "region", "statistic", "value", "unit", "dispersion", "dispersion_type",
-           "n", "citation", "doi", "pmcid", "pmid", "location", "extraction", "quote", "note")
-READOUTS = ("concentration", "occupancy", "bdnf", "bdnf_serum", "trkb", "mtor", "spine_density", "spine_formation",
-            "neurogenesis", "hippocampal_volume", "synaptic_efficacy", "clinical_score", "response", "remission",
-            "subjective_effect")
-STATISTICS = ("mean", "median", "percent_change", "fold_change", "change_from_baseline", "slope_per_session",
-              "half_life", "cmax", "tmax", "auc", "response_rate", "remission_rate", "effect_size", "ec50",
-              "occupancy_percent")
+COLUMNS = (
+    "study_id",
+    "species",
+    "modality",
+    "protocol",
+    "protocol_options",
+    "dose",
+    "dose_unit",
+    "route",
+    "time",
+    "time_unit",
+    "readout",
+    "analyte",
+    "region",
+    "statistic",
+    "value",
+    "unit",
+    "dispersion",
+    "dispersion_type",
+    "n",
+    "citation",
+    "doi",
+    "pmcid",
+    "pmid",
+    "location",
+    "extraction",
+    "quote",
+    "note",
+)
+READOUTS = (
+    "concentration",
+    "occupancy",
+    "bdnf",
+    "bdnf_serum",
+    "trkb",
+    "mtor",
+    "spine_density",
+    "spine_formation",
+    "neurogenesis",
+    "hippocampal_volume",
+    "synaptic_efficacy",
+    "clinical_score",
+    "response",
+    "remission",
+    "subjective_effect",
+)
+STATISTICS = (
+    "mean",
+    "median",
+    "percent_change",
+    "fold_change",
+    "change_from_baseline",
+    "slope_per_session",
+    "half_life",
+    "cmax",
+    "tmax",
+    "auc",
+    "response_rate",
+    "remission_rate",
+    "effect_size",
+    "ec50",
+    "occupancy_percent",
+)
 DISPERSION_TYPES = ("se", "sd", "ci95_low_high", "range", "iqr")
 EXTRACTIONS = ("text", "table", "secondary", "figure")
 REQUIRED = ("study_id", "species", "modality", "readout", "statistic", "value", "unit", "citation", "quote")
@@ -49,11 +103,17 @@ def _se(disp, kind, n) -> float:
     if kind in ("ci95_low_high", "range", "iqr") and ";" in str(disp):
         lo, hi = (float(x) for x in str(disp).split(";"))
         width = hi - lo
-        return {"ci95_low_high": width / 3.92, "range": width / 4.0 / np.sqrt(nn),
-                "iqr": width / 1.35 / np.sqrt(nn)}[kind]
+        return {"ci95_low_high": width / 3.92, "range": width / 4.0 / np.sqrt(nn), "iqr": width / 1.35 / np.sqrt(nn)}[
+            kind
+        ]
     d = float(disp)
-    return {"se": d, "sd": d / np.sqrt(nn), "ci95_low_high": d / 1.96, "range": d / 4.0 / np.sqrt(nn),
-            "iqr": d / 1.35 / np.sqrt(nn)}[kind]
+    return {
+        "se": d,
+        "sd": d / np.sqrt(nn),
+        "ci95_low_high": d / 1.96,
+        "range": d / 4.0 / np.sqrt(nn),
+        "iqr": d / 1.35 / np.sqrt(nn),
+    }[kind]
 
 
 def load_curves(data):
@@ -84,10 +144,14 @@ def load_curves(data):
         r = row._asdict()
         for c in REQUIRED:
             if _blank(r[c]):
-                hint = (" (the unit of value, e.g. '%', 'ng/mL', 'fold')" if c == "unit" else "")
+                hint = " (the unit of value, e.g. '%', 'ng/mL', 'fold')" if c == "unit" else ""
                 fail(i, f"{c}={r[c]!r} is empty; every row needs a non-empty {c}{hint}")
-        checks = (("species", SPECIES), ("modality", tuple(MODALITIES)), ("readout", READOUTS),
-                  ("statistic", STATISTICS))
+        checks = (
+            ("species", SPECIES),
+            ("modality", tuple(MODALITIES)),
+            ("readout", READOUTS),
+            ("statistic", STATISTICS),
+        )
         for c, vocab in checks:
             if r[c] not in vocab:
                 fail(i, f"{c}={r[c]!r} is not known; valid: {list(vocab)}")
@@ -133,8 +197,11 @@ def load_curves(data):
                 if not parts[1] > parts[0]:
                     fail(i, f"dispersion interval {disp!r} must have lo < hi")
             elif len(parts) != 1 or not parts[0] > 0:
-                fail(i, f"dispersion={disp!r} must be > 0 (or 'lo;hi' with lo < hi for {kind}; leave empty if "
-                        "not reported)")
+                fail(
+                    i,
+                    f"dispersion={disp!r} must be > 0 (or 'lo;hi' with lo < hi for {kind}; leave empty if "
+                    "not reported)",
+                )
         values.append(v)
         times.append(th)
         ses.append(_se(disp, kind, n))
@@ -149,8 +216,9 @@ def load_curves(data):
 _LIBRARY = None
 
 
-def datasets(modality: str | None = None, *, readout: str | None = None, family: str | None = None,
-             species: str | None = None):
+def datasets(
+    modality: str | None = None, *, readout: str | None = None, family: str | None = None, species: str | None = None
+):
     """The curated published-curve library as a DataFrame (validated), optionally filtered.
 
     ``family``: psychedelic | ketamine | ssri | stimulation | seizure.
@@ -180,11 +248,28 @@ def datasets(modality: str | None = None, *, readout: str | None = None, family:
     return df.reset_index(drop=True)
 
 
-def read_webplotdigitizer(path, *, study_id: str, species: str, modality: str, readout: str, statistic: str,
-                          unit: str, time_unit: str, citation: str, doi: str = "", pmcid: str = "", pmid: str = "",
-                          location: str = "figure", n: float | None = None, dispersion=None,
-                          dispersion_type: str | None = None, protocol_options: str = "", quote: str = "",
-                          note: str = ""):
+def read_webplotdigitizer(
+    path,
+    *,
+    study_id: str,
+    species: str,
+    modality: str,
+    readout: str,
+    statistic: str,
+    unit: str,
+    time_unit: str,
+    citation: str,
+    doi: str = "",
+    pmcid: str = "",
+    pmid: str = "",
+    location: str = "figure",
+    n: float | None = None,
+    dispersion=None,
+    dispersion_type: str | None = None,
+    protocol_options: str = "",
+    quote: str = "",
+    note: str = "",
+):
     """Turn a WebPlotDigitizer CSV export (x = time, y = value; one dataset) into validated rows.
 
     Accepted layouts: two numeric columns without header; a header ``x,y`` (any case); or WPD's
@@ -202,8 +287,10 @@ def read_webplotdigitizer(path, *, study_id: str, species: str, modality: str, r
         except ValueError:
             continue  # a header line
         if len(nums) != 2:
-            raise ValueError(f"{path}: expected two columns (x = time, y = value) per line, got {len(nums)} columns "
-                             f"in line {ln!r}; export a single dataset from WebPlotDigitizer as CSV (x,y)")
+            raise ValueError(
+                f"{path}: expected two columns (x = time, y = value) per line, got {len(nums)} columns "
+                f"in line {ln!r}; export a single dataset from WebPlotDigitizer as CSV (x,y)"
+            )
         rows.append(nums)
     if not rows:
         raise ValueError(f"{path}: no numeric (x, y) rows found; export one dataset from WebPlotDigitizer as CSV")
@@ -214,16 +301,35 @@ def read_webplotdigitizer(path, *, study_id: str, species: str, modality: str, r
     else:
         arr = np.asarray(dispersion, dtype=float)
         if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] not in (1, k)):
-            raise ValueError(f"{path}: dispersion has {arr.size} values for {k} digitised points; give one value for "
-                             f"all points or {k} values (one per point)")
+            raise ValueError(
+                f"{path}: dispersion has {arr.size} values for {k} digitised points; give one value for "
+                f"all points or {k} values (one per point)"
+            )
         disp = list(np.broadcast_to(arr, (k,)))
-    df = pd.DataFrame({
-        "study_id": study_id, "species": species, "modality": modality, "protocol": modality,
-        "protocol_options": protocol_options, "time": xy[:, 0], "time_unit": time_unit, "readout": readout,
-        "statistic": statistic, "value": xy[:, 1], "unit": unit, "dispersion": disp,
-        "dispersion_type": dispersion_type or "", "n": "" if n is None else n, "citation": citation, "doi": doi,
-        "pmcid": pmcid, "pmid": pmid, "location": location, "extraction": "figure",
-        "quote": quote or f"digitised from {location} with WebPlotDigitizer",
-        "note": (note + " " if note else "") + "values read off a figure (WebPlotDigitizer)",
-    })
+    df = pd.DataFrame(
+        {
+            "study_id": study_id,
+            "species": species,
+            "modality": modality,
+            "protocol": modality,
+            "protocol_options": protocol_options,
+            "time": xy[:, 0],
+            "time_unit": time_unit,
+            "readout": readout,
+            "statistic": statistic,
+            "value": xy[:, 1],
+            "unit": unit,
+            "dispersion": disp,
+            "dispersion_type": dispersion_type or "",
+            "n": "" if n is None else n,
+            "citation": citation,
+            "doi": doi,
+            "pmcid": pmcid,
+            "pmid": pmid,
+            "location": location,
+            "extraction": "figure",
+            "quote": quote or f"digitised from {location} with WebPlotDigitizer",
+            "note": (note + " " if note else "") + "values read off a figure (WebPlotDigitizer)",
+        }
+    )
     return load_curves(df)

@@ -107,8 +107,10 @@ def _readout_names(model) -> list[str]:
 def _check_readout(model, readout: str) -> None:
     names = _readout_names(model)
     if not isinstance(readout, str) or readout not in names:
-        raise ValueError(f"readout={readout!r} is not a state or output of the {getattr(model, 'modality', '')!r} "
-                         f"model; valid: {names}")
+        raise ValueError(
+            f"readout={readout!r} is not a state or output of the {getattr(model, 'modality', '')!r} "
+            f"model; valid: {names}"
+        )
 
 
 def _readout(model, ys, readout):
@@ -214,8 +216,9 @@ def _traced_table(aux, x):
     if "d_time" in aux:
         amt = ev["dose_amount"] * aux["scale"]
         repl["bolus"] = jnp.zeros_like(tb.bolus).at[aux["b_rows"], aux["b_routes"]].add(amt[aux["b_doses"]])
-        repl["rate"] = jnp.zeros_like(tb.rate).at[aux["r_rows"], aux["r_routes"]].add(
-            (amt / aux["d_rate_dur"])[aux["r_doses"]])
+        repl["rate"] = (
+            jnp.zeros_like(tb.rate).at[aux["r_rows"], aux["r_routes"]].add((amt / aux["d_rate_dur"])[aux["r_doses"]])
+        )
     return dataclasses.replace(tb, **repl)
 
 
@@ -280,8 +283,14 @@ class _Link:
                     b_rows.append(int(np.argmax(np.abs(t0 - arr) <= 1e-9 * max(1.0, arr))))
                     b_routes.append(int(s.dose_route[i]))
                     b_doses.append(i)
-            for name, val in (("b_rows", b_rows), ("b_routes", b_routes), ("b_doses", b_doses),
-                              ("r_rows", r_rows), ("r_routes", r_routes), ("r_doses", r_doses)):
+            for name, val in (
+                ("b_rows", b_rows),
+                ("b_routes", b_routes),
+                ("b_doses", b_doses),
+                ("r_rows", r_rows),
+                ("r_routes", r_routes),
+                ("r_doses", r_doses),
+            ):
                 aux[name] = np.asarray(val, np.int64)
         aux = {k: jnp.asarray(v) for k, v in aux.items()}
         aux["table"] = tb
@@ -312,24 +321,35 @@ class _Space:
             dpw = int(opts["per_week"] if opts.get("per_week") is not None else opts["days_per_week"])
             self.dur_h = float(s.session_duration[0])
             self.pulses = float(s.session_pulses[0])
-            self.const = dict(pulses=float(s.session_pulses[0]), frequency_hz=float(s.session_frequency_hz[0]),
-                              pattern=int(s.session_pattern[0]), intensity=float(s.session_intensity[0]),
-                              seizure=bool(s.session_seizure[0]))
+            self.const = dict(
+                pulses=float(s.session_pulses[0]),
+                frequency_hz=float(s.session_frequency_hz[0]),
+                pattern=int(s.session_pattern[0]),
+                intensity=float(s.session_intensity[0]),
+                seizure=bool(s.session_seizure[0]),
+            )
             self.standard_n = s.n_sessions
-            self.standard = dict(gap_h=float(opts["gap_min"]) / 60.0, sessions_per_day=per_day,
-                                 sessions_per_week=dpw, days=-(-s.n_sessions // per_day))
+            self.standard = dict(
+                gap_h=float(opts["gap_min"]) / 60.0,
+                sessions_per_day=per_day,
+                sessions_per_week=dpw,
+                days=-(-s.n_sessions // per_day),
+            )
             self.valid = ("gap_h", "sessions_per_day", "sessions_per_week", "days")
         else:
             if s.n_doses == 0 or np.any(s.dose_ss):
                 raise ValueError(f"modality {modality!r}: its standard protocol cannot be designed here")
             self.interval = float(np.diff(s.dose_time)[0]) if s.n_doses > 1 else 24.0
             if s.n_doses > 2 and not np.allclose(np.diff(s.dose_time), self.interval):
-                raise ValueError(f"modality {modality!r}: only regularly spaced protocols can be designed "
-                                 "(protocol_options without per_week)")
+                raise ValueError(
+                    f"modality {modality!r}: only regularly spaced protocols can be designed "
+                    "(protocol_options without per_week)"
+                )
             self.route = int(s.dose_route[0])
             self.duration = float(s.dose_duration[0])
-            self.standard = dict(dose_mg=float(s.dose_amount[-1]), loading_dose_mg=float(s.dose_amount[0]),
-                                 days=s.n_doses)
+            self.standard = dict(
+                dose_mg=float(s.dose_amount[-1]), loading_dose_mg=float(s.dose_amount[0]), days=s.n_doses
+            )
             self.valid = ("dose_mg", "loading_dose_mg", "days")
 
     def n_sessions(self, d, total=None) -> int:
@@ -349,16 +369,33 @@ class _Space:
 
             per_day, dpw, n, weeks = self._layout(d, total)
             c = self.const
-            return Schedule.sessions(per_day=per_day, days_per_week=dpw, weeks=weeks, gap=float(d["gap_h"]),
-                                     gap_unit="h", duration=self.dur_h, duration_unit="h", pulses=c["pulses"],
-                                     frequency_hz=c["frequency_hz"], pattern=PATTERNS[c["pattern"]],
-                                     intensity=c["intensity"], seizure=c["seizure"], n=n,
-                                     label=f"{self.modality} (designed)")
+            return Schedule.sessions(
+                per_day=per_day,
+                days_per_week=dpw,
+                weeks=weeks,
+                gap=float(d["gap_h"]),
+                gap_unit="h",
+                duration=self.dur_h,
+                duration_unit="h",
+                pulses=c["pulses"],
+                frequency_hz=c["frequency_hz"],
+                pattern=PATTERNS[c["pattern"]],
+                intensity=c["intensity"],
+                seizure=c["seizure"],
+                n=n,
+                label=f"{self.modality} (designed)",
+            )
         n = int(d["days"])
         amounts = np.full(n, float(d["dose_mg"]))
         amounts[0] = float(d["loading_dose_mg"])
-        return Schedule.doses(np.arange(n) * self.interval, amounts, ROUTES[self.route], duration=self.duration,
-                              unit=self.standard_schedule.amount_unit, label=f"{self.modality} (designed)")
+        return Schedule.doses(
+            np.arange(n) * self.interval,
+            amounts,
+            ROUTES[self.route],
+            duration=self.duration,
+            unit=self.standard_schedule.amount_unit,
+            label=f"{self.modality} (designed)",
+        )
 
     def coeffs(self, d: dict, cont, total=None) -> dict:
         """Coefficient arrays of :func:`_events` for the discrete part of design ``d``."""
@@ -378,7 +415,9 @@ class _Space:
         if "dose_mg" in cont and "loading_dose_mg" in cont:
             a_base, a_dose, a_load = np.zeros(n), rest, first
         elif "dose_mg" in cont:  # the loading dose follows the maintenance dose unless it differs
-            a_base, a_dose, a_load = (first * load, rest, np.zeros(n)) if load != dose else (np.zeros(n), np.ones(n), np.zeros(n))
+            a_base, a_dose, a_load = (
+                (first * load, rest, np.zeros(n)) if load != dose else (np.zeros(n), np.ones(n), np.zeros(n))
+            )
         elif "loading_dose_mg" in cont:
             a_base, a_dose, a_load = rest * dose, np.zeros(n), first
         else:
@@ -420,13 +459,17 @@ class DesignResult:
         """Standard protocol vs optimum, one row each (design variables and metric)."""
         import pandas as pd
 
-        return pd.DataFrame([{**self.x_standard, self.metric: self.standard_value},
-                             {**self.x, self.metric: self.value}], index=["standard", "optimum"])
+        return pd.DataFrame(
+            [{**self.x_standard, self.metric: self.standard_value}, {**self.x, self.metric: self.value}],
+            index=["standard", "optimum"],
+        )
 
     def __repr__(self):
         xs = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.x.items())
-        return (f"DesignResult({self.objective} {self.metric} of {self.readout!r}: {self.value:.6g} "
-                f"(standard {self.standard_value:.6g}) at {xs})")
+        return (
+            f"DesignResult({self.objective} {self.metric} of {self.readout!r}: {self.value:.6g} "
+            f"(standard {self.standard_value:.6g}) at {xs})"
+        )
 
 
 # ------------------------------------------------------------------------------------- optimiser
@@ -469,8 +512,9 @@ def _val_jac(spec, x, aux, models):
     return m, c, jac
 
 
-def prior_draws(modality: str, n: int, *, parameters=None, sd_scale: float = 1.0, species: str = "human",
-                seed: int = 0) -> list:
+def prior_draws(
+    modality: str, n: int, *, parameters=None, sd_scale: float = 1.0, species: str = "human", seed: int = 0
+) -> list:
     """``n`` models with ``parameters`` (default: every parameter with a prior that the model uses
     and that can vary, see :func:`sensitivity`) drawn from the model cards' priors, their spread
     scaled by ``sd_scale`` (truncated to ±3 SD and each parameter's domain). A stand-in for
@@ -486,11 +530,28 @@ def prior_draws(modality: str, n: int, *, parameters=None, sd_scale: float = 1.0
     return [_set(as_arrays(model), names, row) for row in theta]
 
 
-def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds: dict, constraints: dict | None = None,
-                      objective: str = "max", metric: str = "value", target: float | None = None,
-                      species: str = "human", model=None, draws=None, protocol_options: dict | None = None,
-                      steps: int = 20, learning_rate: float = 0.1, n_init: int = 4, grid_step_h: float | None = None,
-                      draw_grid: int = 9, solve_options: dict | None = None) -> DesignResult:
+def optimise_schedule(
+    modality: str,
+    *,
+    readout: str,
+    at_h: float,
+    vary,
+    bounds: dict,
+    constraints: dict | None = None,
+    objective: str = "max",
+    metric: str = "value",
+    target: float | None = None,
+    species: str = "human",
+    model=None,
+    draws=None,
+    protocol_options: dict | None = None,
+    steps: int = 20,
+    learning_rate: float = 0.1,
+    n_init: int = 4,
+    grid_step_h: float | None = None,
+    draw_grid: int = 9,
+    solve_options: dict | None = None,
+) -> DesignResult:
     """Optimise the schedule of ``modality``'s standard protocol for a readout metric.
 
     **Main arguments**
@@ -556,8 +617,10 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
         if v not in CONTINUOUS + DISCRETE:
             raise ValueError(f"vary: unknown design variable {v!r}; valid: {list(CONTINUOUS + DISCRETE)}")
         if v not in space.valid:
-            raise ValueError(f"vary: {v!r} does not apply to {modality!r} (a {'device' if space.device else 'drug'}); "
-                             f"valid for it: {list(space.valid)}")
+            raise ValueError(
+                f"vary: {v!r} does not apply to {modality!r} (a {'device' if space.device else 'drug'}); "
+                f"valid for it: {list(space.valid)}"
+            )
     if len(set(vary)) != len(vary):
         raise ValueError(f"vary lists a variable twice: {vary}")
     bounds = dict(bounds or {})
@@ -598,8 +661,9 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
         if "total_pulses" in constraints:
             tp = float(constraints["total_pulses"])
             if space.pulses <= 0 or tp <= 0 or tp / space.pulses != int(tp / space.pulses):
-                raise ValueError(f"constraints: total_pulses={tp:g} is not a whole number of "
-                                 f"{space.pulses:g}-pulse sessions")
+                raise ValueError(
+                    f"constraints: total_pulses={tp:g} is not a whole number of {space.pulses:g}-pulse sessions"
+                )
             total = int(tp / space.pulses)
         if total is not None and "days" in vary:
             raise ValueError("vary: 'days' cannot vary when the total number of sessions is fixed by a constraint")
@@ -629,13 +693,21 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
     for v, (lo, hi) in box.items():
         val = min(max(start[v], lo), hi)
         start[v] = int(round(val)) if v in DISCRETE else val
-    if space.device and "min_gap_h" in constraints and "gap_h" not in vary and start["gap_h"] < float(constraints["min_gap_h"]):
+    if (
+        space.device
+        and "min_gap_h" in constraints
+        and "gap_h" not in vary
+        and start["gap_h"] < float(constraints["min_gap_h"])
+    ):
         raise ValueError("constraints: min_gap_h exceeds the standard gap; add 'gap_h' to vary")
     if space.device and total is not None:
         start["days"] = -(-total // start["sessions_per_day"])
     if start != x_std:
-        warnings.warn(f"the standard protocol of {modality!r} ({x_std}) lies outside the bounds/constraints; "
-                      f"the search starts from its projection {start}", stacklevel=2)
+        warnings.warn(
+            f"the standard protocol of {modality!r} ({x_std}) lies outside the bounds/constraints; "
+            f"the search starts from its projection {start}",
+            stacklevel=2,
+        )
 
     # Time grid: [0, at_h] (dense unless only the value at at_h is needed).
     if metric != "value" or "cmax" in constraints:
@@ -665,13 +737,21 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
             try:
                 cmax_cap = float(c)
             except (TypeError, ValueError):
-                raise ValueError(f"constraints['cmax']={c!r} must be a concentration (mg/L) or 'steady_state'") from None
+                raise ValueError(
+                    f"constraints['cmax']={c!r} must be a concentration (mg/L) or 'steady_state'"
+                ) from None
             if not cmax_cap > 0:
                 raise ValueError(f"constraints['cmax']={c!r} must be > 0 (mg/L)")
 
-    spec = _Spec(readout=readout, metric=metric, at_index=int(times.shape[0] - 1),
-                 target=None if target is None else float(target), cmax=cmax_cap is not None, batched=batched,
-                 solve_opts=tuple(sorted(solve_opts.items())))
+    spec = _Spec(
+        readout=readout,
+        metric=metric,
+        at_index=int(times.shape[0] - 1),
+        target=None if target is None else float(target),
+        cmax=cmax_cap is not None,
+        batched=batched,
+        solve_opts=tuple(sorted(solve_opts.items())),
+    )
     sign = -1.0 if objective == "max" else 1.0
     history: list[dict] = []
     scale: list = [None]
@@ -704,8 +784,13 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
         sc = scale[0] or 1.0
         excess = max(cm / cmax_cap - 1.0, 0.0) if cmax_cap is not None else 0.0
         J = sign * mval / sc + 1e3 * excess**2 if np.isfinite(mval) else np.inf
-        row = dict(stage=stage, **{k: (int(dd[k]) if k in DISCRETE else float(dd[k])) for k in vary},
-                   value=mval, objective=J, feasible=feasible)
+        row = dict(
+            stage=stage,
+            **{k: (int(dd[k]) if k in DISCRETE else float(dd[k])) for k in vary},
+            value=mval,
+            objective=J,
+            feasible=feasible,
+        )
         if cmax_cap is not None:
             row["cmax"] = cm
         if batched:
@@ -713,8 +798,10 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
         history.append(row)
         g = None
         if jac is not None:
-            g = {k: sign * float(jac[k][0]) / sc + (2e3 * excess * float(jac[k][1]) / cmax_cap if excess else 0.0)
-                 for k in cont}
+            g = {
+                k: sign * float(jac[k][0]) / sc + (2e3 * excess * float(jac[k][1]) / cmax_cap if excess else 0.0)
+                for k in cont
+            }
         return J, mval, feasible, g, sched, m
 
     def run_continuous(dd0, stage):
@@ -727,8 +814,7 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
             return np.inf, dd0
         width = np.array([lh[v][1] - lh[v][0] for v in cont])
         to_u = lambda dd: np.clip([(dd[v] - lh[v][0]) / max(w, 1e-300) for v, w in zip(cont, width)], 0, 1)
-        from_u = lambda u: {**dd0, **{v: lh[v][0] + float(np.clip(u[i], 0, 1)) * width[i]
-                                      for i, v in enumerate(cont)}}
+        from_u = lambda u: {**dd0, **{v: lh[v][0] + float(np.clip(u[i], 0, 1)) * width[i] for i, v in enumerate(cont)}}
         cands = [to_u(dd0)]
         if n_init > 0:
             grid = list(itertools.product(*[np.linspace(0.0, 1.0, n_init)] * len(cont)))
@@ -779,8 +865,11 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
                     hi_a = a
         return best
 
-    fits = lambda dd: not space.device or dd["sessions_per_day"] == 1 or (
-        dd["gap_h"] >= space.dur_h and (dd["sessions_per_day"] - 1) * dd["gap_h"] + space.dur_h <= 24.0)
+    fits = lambda dd: (
+        not space.device
+        or dd["sessions_per_day"] == 1
+        or (dd["gap_h"] >= space.dur_h and (dd["sessions_per_day"] - 1) * dd["gap_h"] + space.dur_h <= 24.0)
+    )
     if fits(x_std):
         J_std, v_std, feas_std, _, sched_std, m_std = evaluate(x_std, "standard")
         if not feas_std:
@@ -815,12 +904,14 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
         if scored and scored[0][0] < best[0]:
             best = scored[0]
         if cont:
-            for J, dd in scored[:2]:
+            for _, dd in scored[:2]:
                 r = run_continuous(dict(dd), "refine")
                 best = r if r[0] < best[0] else best
     J_best, dd_best = best
     if not np.isfinite(J_best):
-        raise RuntimeError(f"no feasible design found for {modality!r} (not even the start); check bounds and constraints")
+        raise RuntimeError(
+            f"no feasible design found for {modality!r} (not even the start); check bounds and constraints"
+        )
     improved = bool(J_best < J0)
     _, v_best, _, _, sched_best, m_best = evaluate(dd_best, "optimum")
 
@@ -855,12 +946,28 @@ def optimise_schedule(modality: str, *, readout: str, at_h: float, vary, bounds:
     import pandas as pd
 
     n_grad = sum(1 for h in history if h["stage"].endswith("adam"))
-    msg = (f"{'improved on' if improved else 'no improvement on'} the start; {len(history)} evaluations, "
-           f"{n_grad} with gradients, {time.perf_counter() - t_start:.1f} s")
-    return DesignResult(schedule=sched_best, value=v_best, standard_value=v_std, standard_schedule=sched_std,
-                        x=out(dd_best), x_standard=out(x_std), history=pd.DataFrame(history), readout=readout,
-                        metric=metric, objective=objective, at_h=at_h, improved=improved, message=msg,
-                        constraints=constraints, draws=draws_out, elapsed_s=time.perf_counter() - t_start)
+    msg = (
+        f"{'improved on' if improved else 'no improvement on'} the start; {len(history)} evaluations, "
+        f"{n_grad} with gradients, {time.perf_counter() - t_start:.1f} s"
+    )
+    return DesignResult(
+        schedule=sched_best,
+        value=v_best,
+        standard_value=v_std,
+        standard_schedule=sched_std,
+        x=out(dd_best),
+        x_standard=out(x_std),
+        history=pd.DataFrame(history),
+        readout=readout,
+        metric=metric,
+        objective=objective,
+        at_h=at_h,
+        improved=improved,
+        message=msg,
+        constraints=constraints,
+        draws=draws_out,
+        elapsed_s=time.perf_counter() - t_start,
+    )
 
 
 def _whole_c(name, value) -> int:
@@ -891,8 +998,15 @@ def _with(dd, names, values, space, total):
 
 def _ss_cmax(model, space, solve_opts) -> float:
     """Steady-state Cmax (mg/L) of the standard maintenance regimen (an SS=1 dose, 0.05-h grid)."""
-    s = Schedule.doses([0.0], [space.standard["dose_mg"]], ROUTES[space.route], duration=space.duration,
-                       unit=space.standard_schedule.amount_unit, ss=True, ii=space.interval)
+    s = Schedule.doses(
+        [0.0],
+        [space.standard["dose_mg"]],
+        ROUTES[space.route],
+        duration=space.duration,
+        unit=space.standard_schedule.amount_unit,
+        ss=True,
+        ii=space.interval,
+    )
     tb = segment_table(model, s, np.linspace(0.0, space.interval, int(space.interval / 0.05) + 1))
     ys, _, _ = jax.jit(lambda m, t: solve(m, t, **solve_opts))(as_arrays(model), tb)
     return float(np.max(np.asarray(model.outputs(ys)["concentration"])))
@@ -901,8 +1015,13 @@ def _ss_cmax(model, space, solve_opts) -> float:
 # ----------------------------------------------------------------------------- sensitivity analysis
 #: Domains that the priors' support does not enforce (sampling truncates the prior to them).
 DOMAINS: dict[str, tuple[float, float]] = {
-    "spine_capacity": (1.01, math.inf), "efficacy_max": (1.01, math.inf), "efficacy_min": (1e-6, 0.99),
-    "hill": (1.0, math.inf), "emax": (1e-6, 1.0), "f": (1e-6, 1.0), "fm": (1e-6, 1.0 - 1e-6),
+    "spine_capacity": (1.01, math.inf),
+    "efficacy_max": (1.01, math.inf),
+    "efficacy_min": (1e-6, 0.99),
+    "hill": (1.0, math.inf),
+    "emax": (1e-6, 1.0),
+    "f": (1e-6, 1.0),
+    "fm": (1e-6, 1.0 - 1e-6),
     "duty_itbs": (1e-6, 1.0),
 }
 
@@ -994,8 +1113,9 @@ def _set(model, names, values):
     from .fit import _where
 
     getters = [_where(model, n) for n in names]
-    return eqx.tree_at(lambda m: tuple(g(m) for g in getters), model,
-                       tuple(jnp.asarray(v, dtype=jnp.float64) for v in values))
+    return eqx.tree_at(
+        lambda m: tuple(g(m) for g in getters), model, tuple(jnp.asarray(v, dtype=jnp.float64) for v in values)
+    )
 
 
 def saltelli_sample(n: int, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -1034,8 +1154,12 @@ def sobol_estimates(f_a, f_b, f_ab, *, bootstrap: int = 0, seed: int = 0) -> dic
     if idx.size < 2:
         raise ValueError("fewer than two usable sample rows: every model output was non-finite")
     s1, st = est(idx)
-    out = {"first_order": s1, "total": st, "n_dropped": int((~ok).sum()),
-           "variance": float(np.var(np.concatenate([f_a[idx], f_b[idx]])))}
+    out = {
+        "first_order": s1,
+        "total": st,
+        "n_dropped": int((~ok).sum()),
+        "variance": float(np.var(np.concatenate([f_a[idx], f_b[idx]]))),
+    }
     if bootstrap:
         rng = np.random.default_rng(seed)
         bs = [est(rng.choice(idx, idx.size)) for _ in range(int(bootstrap))]
@@ -1053,7 +1177,7 @@ def sobol(func, k: int, n: int, *, seed: int = 0, bootstrap: int = 0) -> dict:
     x = np.concatenate([a, b, ab.reshape(-1, k)])
     f = np.asarray(func(x), float)
     n = a.shape[0]
-    return sobol_estimates(f[:n], f[n:2 * n], f[2 * n:].reshape(k, n), bootstrap=bootstrap, seed=seed)
+    return sobol_estimates(f[:n], f[n : 2 * n], f[2 * n :].reshape(k, n), bootstrap=bootstrap, seed=seed)
 
 
 def ishigami(x, a: float = 7.0, b: float = 0.1):
@@ -1089,11 +1213,28 @@ def _sens_batch(spec, log_thetas, model, table, times):
     return jax.vmap(lambda lt: _sens_metric_fn(spec, lt, model, table, times))(log_thetas)
 
 
-def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str = "local", n: int = 256,
-                parameters=None, max_parameters: int = 8, at_h: float | None = None, horizon_h: float | None = None,
-                n_grid: int = 481, schedule: Schedule | None = None, species: str = "human", model=None, seed: int = 0,
-                batch_size: int = 256, bootstrap: int = 100, truncate_sd: float = 3.0,
-                solve_options: dict | None = None, progress: bool = True) -> dict:
+def sensitivity(
+    modality: str,
+    *,
+    readout: str,
+    metric: str = "t50",
+    method: str = "local",
+    n: int = 256,
+    parameters=None,
+    max_parameters: int = 8,
+    at_h: float | None = None,
+    horizon_h: float | None = None,
+    n_grid: int = 481,
+    schedule: Schedule | None = None,
+    species: str = "human",
+    model=None,
+    seed: int = 0,
+    batch_size: int = 256,
+    bootstrap: int = 100,
+    truncate_sd: float = 3.0,
+    solve_options: dict | None = None,
+    progress: bool = True,
+) -> dict:
     """Which model-card parameters a time-scale metric of ``readout`` depends on.
 
     **Metrics** (of the readout's change from baseline on a uniform grid of ``n_grid`` points over
@@ -1159,8 +1300,10 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
         parameters = [parameters] if isinstance(parameters, str) else list(parameters)
         for p in parameters:
             if p not in cands:
-                raise ValueError(f"parameters: {p!r} is not a parameter with a usable prior in the {modality!r} "
-                                 f"model; valid: {sorted(cands)}")
+                raise ValueError(
+                    f"parameters: {p!r} is not a parameter with a usable prior in the {modality!r} "
+                    f"model; valid: {sorted(cands)}"
+                )
     if method == "sobol" and int(n) < 2:
         raise ValueError(f"n={n!r} must be >= 2 (base samples; a power of two is best)")
     model = as_arrays(base)
@@ -1172,40 +1315,65 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
     sd = np.array([_sd_log(cands[p]) for p in names_all])
 
     if method == "local":
-        spec = _SensSpec(readout=readout, metric=metric, at_index=at_index, names=tuple(names_all),
-                         solve_opts=tuple(sorted({**DESIGN_SOLVE, **(solve_options or {})}.items())), forward=True)
+        spec = _SensSpec(
+            readout=readout,
+            metric=metric,
+            at_index=at_index,
+            names=tuple(names_all),
+            solve_opts=tuple(sorted({**DESIGN_SOLVE, **(solve_options or {})}.items())),
+            forward=True,
+        )
         m0, jac = _sens_local(spec, jnp.asarray(theta0), model, table, t_j)
         m0, jac = float(m0), np.asarray(jac)
         if not np.isfinite(m0):
-            raise ValueError(f"metric {metric!r} of {readout!r} is undefined at the card values (e.g. the readout "
-                             "does not change, or the simulation failed)")
+            raise ValueError(
+                f"metric {metric!r} of {readout!r} is undefined at the card values (e.g. the readout "
+                "does not change, or the simulation failed)"
+            )
         var = (jac * sd) ** 2
         shares = var / var.sum() if var.sum() > 0 else np.zeros_like(var)
-        out.update({"local": dict(zip(names_all, (jac / m0).tolist())), "nominal": m0,
-                    "first_order": dict(zip(names_all, shares.tolist())),
-                    "total": dict(zip(names_all, shares.tolist())), "parameters": names_all,
-                    "n_simulations": 1, "n_failed": 0, "elapsed_s": time.perf_counter() - t_start})
+        out.update(
+            {
+                "local": dict(zip(names_all, (jac / m0).tolist())),
+                "nominal": m0,
+                "first_order": dict(zip(names_all, shares.tolist())),
+                "total": dict(zip(names_all, shares.tolist())),
+                "parameters": names_all,
+                "n_simulations": 1,
+                "n_failed": 0,
+                "elapsed_s": time.perf_counter() - t_start,
+            }
+        )
         return out
 
     # Sobol. One compiled, vmapped batch function over every candidate parameter (the ones not
     # sampled stay at their card values) serves both the screening and the Saltelli samples.
-    spec = _SensSpec(readout=readout, metric=metric, at_index=at_index, names=tuple(names_all),
-                     solve_opts=tuple(sorted({**SOBOL_SOLVE, **(solve_options or {})}.items())), forward=False)
+    spec = _SensSpec(
+        readout=readout,
+        metric=metric,
+        at_index=at_index,
+        names=tuple(names_all),
+        solve_opts=tuple(sorted({**SOBOL_SOLVE, **(solve_options or {})}.items())),
+        forward=False,
+    )
     bs = int(batch_size)
 
     def run(log_thetas, label):
         f = np.empty(log_thetas.shape[0])
         n_batches = -(-log_thetas.shape[0] // bs)
         for i in range(0, log_thetas.shape[0], bs):
-            chunk = log_thetas[i:i + bs]
+            chunk = log_thetas[i : i + bs]
             pad = bs - chunk.shape[0]
             if pad:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            f[i:i + bs - pad] = np.asarray(_sens_batch(spec, jnp.asarray(chunk), model, table, t_j))[: bs - pad]
+            f[i : i + bs - pad] = np.asarray(_sens_batch(spec, jnp.asarray(chunk), model, table, t_j))[: bs - pad]
             if progress:
-                print(f"[pkpd.sensitivity sobol {modality}] {label}: batch {i // bs + 1}/{n_batches} "
-                      f"({min(i + bs, log_thetas.shape[0])} of {log_thetas.shape[0]} simulations), "
-                      f"{time.perf_counter() - t_start:.0f} s", flush=True)
+                print(
+                    f"[pkpd.sensitivity sobol {modality}] {label}: batch {i // bs + 1}/{n_batches} "
+                    f"({min(i + bs, log_thetas.shape[0])} of {log_thetas.shape[0]} simulations), "
+                    f"{time.perf_counter() - t_start:.0f} s",
+                    flush=True,
+                )
         return f
 
     n_sims = 0
@@ -1218,8 +1386,10 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
         f = run(rows, "screening")
         n_sims += rows.shape[0]
         if not np.isfinite(f[0]):
-            raise ValueError(f"metric {metric!r} of {readout!r} is undefined at the card values (e.g. the readout "
-                             "does not change, or the simulation failed)")
+            raise ValueError(
+                f"metric {metric!r} of {readout!r} is undefined at the card values (e.g. the readout "
+                "does not change, or the simulation failed)"
+            )
         grad = np.where(step > 0, (f[1::2] - f[2::2]) / np.where(step > 0, step, 1.0), 0.0)
         var = np.nan_to_num((grad * sd) ** 2)
         out["local"] = dict(zip(names_all, (grad / f[0]).tolist()))
@@ -1238,13 +1408,17 @@ def sensitivity(modality: str, *, readout: str, metric: str = "t50", method: str
     f = run(log_theta, "Saltelli sample")
     n_sims += u.shape[0]
     nb = a.shape[0]
-    est = sobol_estimates(f[:nb], f[nb:2 * nb], f[2 * nb:].reshape(k, nb), bootstrap=bootstrap, seed=seed)
-    out.update({
-        "first_order": dict(zip(names, est["first_order"].tolist())),
-        "total": dict(zip(names, est["total"].tolist())),
-        "parameters": names, "n_simulations": int(n_sims), "n_failed": est["n_dropped"],
-        "variance": est["variance"],
-    })
+    est = sobol_estimates(f[:nb], f[nb : 2 * nb], f[2 * nb :].reshape(k, nb), bootstrap=bootstrap, seed=seed)
+    out.update(
+        {
+            "first_order": dict(zip(names, est["first_order"].tolist())),
+            "total": dict(zip(names, est["total"].tolist())),
+            "parameters": names,
+            "n_simulations": int(n_sims),
+            "n_failed": est["n_dropped"],
+            "variance": est["variance"],
+        }
+    )
     if "nominal" not in out:
         out["nominal"] = float(run(theta0[None, :], "card values")[0])
     if bootstrap:

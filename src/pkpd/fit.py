@@ -27,7 +27,7 @@ import numpy as np
 
 from . import cards, flipflop
 from .modalities import build, get_modality
-from .observe import ClinicalLink, ErrorModel, ObservationSet, log_likelihood, predict, prepare
+from .observe import ClinicalLink, ErrorModel, ObservationSet, predict, prepare
 
 #: Which parameters each readout informs (filtered to those the model has).
 INFORMS: dict[str, tuple[str, ...]] = {
@@ -84,10 +84,10 @@ class FitError(ValueError):
 
 @dataclass
 class ParamSpec:
-    name: str            # e.g. "cl@human" or "k_spine_form"
-    base: str            # e.g. "cl"
+    name: str  # e.g. "cl@human" or "k_spine_form"
+    base: str  # e.g. "cl"
     species: str | None  # None: shared
-    transform: str       # log | logit | identity
+    transform: str  # log | logit | identity
     mu: float
     sigma: float
     unit: str
@@ -117,7 +117,10 @@ def _where(model, base):
             obj = getter(model)
         except AttributeError:
             continue
-        if base in {f.name for f in getattr(obj, "__dataclass_fields__", {}).values()} and getattr(obj, base) is not None:
+        if (
+            base in {f.name for f in getattr(obj, "__dataclass_fields__", {}).values()}
+            and getattr(obj, base) is not None
+        ):
             return lambda m, g=getter: getattr(g(m), base)
     return None
 
@@ -125,8 +128,9 @@ def _where(model, base):
 class Problem:
     """A modality, its data, the models per species, and the fitted parameter specifications."""
 
-    def __init__(self, modality: str, data=None, *, parameters=None, error: ErrorModel | None = None,
-                 solve: dict | None = None):
+    def __init__(
+        self, modality: str, data=None, *, parameters=None, error: ErrorModel | None = None, solve: dict | None = None
+    ):
         from .data import datasets, load_curves
 
         get_modality(modality)
@@ -224,7 +228,7 @@ class Problem:
             if s.base in CLINICAL:
                 clinical = eqx.tree_at(lambda c, b=s.base: getattr(c, b), clinical, x)
                 continue
-            for sp in ([s.species] if s.species else list(models)):
+            for sp in [s.species] if s.species else list(models):
                 where = _where(models[sp], s.base)
                 models[sp] = eqx.tree_at(where, models[sp], x)
         return models, clinical
@@ -272,15 +276,25 @@ class MapFit:
         for i, n in enumerate(self.names):
             sd = float(np.sqrt(max(self.cov_z[i, i], 0.0)))
             spec = self.problem.specs[i] if self.problem is not None else None
-            rows.append(dict(parameter=n, map=float(self.natural[n]), unit=spec.unit if spec else "",
-                             prior_median=float(_to_natural(spec.transform, spec.mu)) if spec else np.nan,
-                             sd_z=sd, sd_ratio=self.sd_ratio[n], data_taught_little=self.sd_ratio[n] > 0.9,
-                             card_status=spec.status if spec else ""))
+            rows.append(
+                dict(
+                    parameter=n,
+                    map=float(self.natural[n]),
+                    unit=spec.unit if spec else "",
+                    prior_median=float(_to_natural(spec.transform, spec.mu)) if spec else np.nan,
+                    sd_z=sd,
+                    sd_ratio=self.sd_ratio[n],
+                    data_taught_little=self.sd_ratio[n] > 0.9,
+                    card_status=spec.status if spec else "",
+                )
+            )
         return pd.DataFrame(rows)
 
     def residuals(self):
         """Data rows with the MAP prediction and the standardised residual."""
-        df = self.observations.rows[["study_id", "species", "readout", "statistic", "time_h", "value", "unit", "se"]].copy()
+        df = self.observations.rows[
+            ["study_id", "species", "readout", "statistic", "time_h", "value", "unit", "se"]
+        ].copy()
         df["prediction"] = self.predictions
         df["sd"] = self.problem.sd() if self.problem is not None else np.nan
         df["z_residual"] = (df["value"] - df["prediction"]) / df["sd"]
@@ -293,11 +307,19 @@ class MapFit:
         return models[self.problem.obs.species[0]]
 
     def to_dict(self) -> dict:
-        return dict(modality=self.modality, names=list(self.names), z=np.asarray(self.z).tolist(),
-                    natural={k: float(v) for k, v in self.natural.items()}, cov_z=np.asarray(self.cov_z).tolist(),
-                    prior_sigma=np.asarray(self.prior_sigma).tolist(), converged=bool(self.converged),
-                    n_steps=int(self.n_steps), objective=float(self.objective), seconds=float(self.seconds),
-                    starts=int(self.starts))
+        return dict(
+            modality=self.modality,
+            names=list(self.names),
+            z=np.asarray(self.z).tolist(),
+            natural={k: float(v) for k, v in self.natural.items()},
+            cov_z=np.asarray(self.cov_z).tolist(),
+            prior_sigma=np.asarray(self.prior_sigma).tolist(),
+            converged=bool(self.converged),
+            n_steps=int(self.n_steps),
+            objective=float(self.objective),
+            seconds=float(self.seconds),
+            starts=int(self.starts),
+        )
 
     def save(self, path) -> None:
         """Write the fit (without the data) as JSON."""
@@ -306,9 +328,19 @@ class MapFit:
     @classmethod
     def load(cls, path) -> "MapFit":
         d = json.loads(Path(path).read_text())
-        return cls(modality=d["modality"], names=d["names"], z=np.asarray(d["z"]), natural=d["natural"],
-                   cov_z=np.asarray(d["cov_z"]), prior_sigma=np.asarray(d["prior_sigma"]), converged=d["converged"],
-                   n_steps=d["n_steps"], objective=d["objective"], seconds=d["seconds"], starts=d["starts"])
+        return cls(
+            modality=d["modality"],
+            names=d["names"],
+            z=np.asarray(d["z"]),
+            natural=d["natural"],
+            cov_z=np.asarray(d["cov_z"]),
+            prior_sigma=np.asarray(d["prior_sigma"]),
+            converged=d["converged"],
+            n_steps=d["n_steps"],
+            objective=d["objective"],
+            seconds=d["seconds"],
+            starts=d["starts"],
+        )
 
 
 def fit_map(problem: Problem, *, starts: int = 3, seed: int = 0, max_steps: int = 200, progress: bool = True) -> MapFit:
@@ -325,8 +357,9 @@ def fit_map(problem: Problem, *, starts: int = 3, seed: int = 0, max_steps: int 
         return jnp.concatenate([(pred - value) / sd, (z - mu) / sigma])
 
     solver = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
-    run = eqx.filter_jit(lambda z0: optx.least_squares(residuals, solver, z0, options=dict(jac="fwd"),
-                                                      max_steps=max_steps, throw=False))
+    run = eqx.filter_jit(
+        lambda z0: optx.least_squares(residuals, solver, z0, options=dict(jac="fwd"), max_steps=max_steps, throw=False)
+    )
     resid = eqx.filter_jit(lambda zz: residuals(zz, None))
     rng = np.random.default_rng(seed)
     best = None
@@ -338,8 +371,11 @@ def fit_map(problem: Problem, *, starts: int = 3, seed: int = 0, max_steps: int 
         obj = 0.5 * float(np.sum(r**2)) if np.all(np.isfinite(r)) else np.inf
         ok = bool(sol.result == optx.RESULTS.successful)
         if progress:
-            print(f"[pkpd.fit map {problem.modality}] start {k + 1}/{starts}: objective {obj:.4g}, "
-                  f"{int(sol.stats['num_steps'])} steps, {'converged' if ok else 'not converged'}", flush=True)
+            print(
+                f"[pkpd.fit map {problem.modality}] start {k + 1}/{starts}: objective {obj:.4g}, "
+                f"{int(sol.stats['num_steps'])} steps, {'converged' if ok else 'not converged'}",
+                flush=True,
+            )
         if best is None or obj < best[1]:
             best = (z, obj, ok, int(sol.stats["num_steps"]))
     z, obj, ok, steps = best
@@ -347,10 +383,22 @@ def fit_map(problem: Problem, *, starts: int = 3, seed: int = 0, max_steps: int 
     cov = np.linalg.pinv(jac.T @ jac)  # Laplace: inverse Fisher information of the residuals
     pred = np.asarray(eqx.filter_jit(problem.predict)(jnp.asarray(z)))
     natural = {k: float(v) for k, v in problem.natural(jnp.asarray(z)).items()}
-    return MapFit(modality=problem.modality, names=problem.names, z=z, natural=natural, cov_z=cov,
-                  prior_sigma=np.asarray(problem.sigma), converged=ok, n_steps=steps, objective=obj,
-                  seconds=time.perf_counter() - t0, starts=starts, observations=problem.obs, predictions=pred,
-                  problem=problem)
+    return MapFit(
+        modality=problem.modality,
+        names=problem.names,
+        z=z,
+        natural=natural,
+        cov_z=cov,
+        prior_sigma=np.asarray(problem.sigma),
+        converged=ok,
+        n_steps=steps,
+        objective=obj,
+        seconds=time.perf_counter() - t0,
+        starts=starts,
+        observations=problem.obs,
+        predictions=pred,
+        problem=problem,
+    )
 
 
 def _numpyro_model(problem: Problem, *, forward_mode: bool = False, flip_flop: bool = True):
@@ -368,8 +416,10 @@ def _numpyro_model(problem: Problem, *, forward_mode: bool = False, flip_flop: b
         if mirrored:
             # prior symmetrised under ka <-> ke (the sites' own normal prior is the plain one), and
             # the named natural-unit values reported with ka >= ke: pkpd.flipflop
-            numpyro.factor("flip_flop_prior", flipflop.log_prior(z, mu, sigma, mirrored)
-                           - jnp.sum(dist.Normal(mu, sigma).log_prob(z)))
+            numpyro.factor(
+                "flip_flop_prior",
+                flipflop.log_prior(z, mu, sigma, mirrored) - jnp.sum(dist.Normal(mu, sigma).log_prob(z)),
+            )
             shown = flipflop.fold_jax(z, mirrored)
         for s, x in zip(problem.specs, [_to_natural(s.transform, shown[i]) for i, s in enumerate(problem.specs)]):
             numpyro.deterministic(s.name, x)
@@ -403,10 +453,23 @@ def _check_nuts_options(opts: dict) -> None:
 FORWARD_MODE_MAX_PARAMETERS = 8
 
 
-def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int = 500, seed: int = 0,
-             progress: bool = True, dense_mass: bool = True, init: MapFit | None = None, prior_draws: int = 100,
-             mass: str = "laplace", max_tree_depth: int = 10, target_accept: float = 0.8,
-             forward_mode: bool | None = None, flip_flop: bool = True):
+def fit_nuts(
+    problem: Problem,
+    *,
+    chains: int = 2,
+    warmup: int = 500,
+    draws: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+    dense_mass: bool = True,
+    init: MapFit | None = None,
+    prior_draws: int = 100,
+    mass: str = "laplace",
+    max_tree_depth: int = 10,
+    target_accept: float = 0.8,
+    forward_mode: bool | None = None,
+    flip_flop: bool = True,
+):
     """NUTS (NumPyro) from the MAP; returns arviz InferenceData with posterior, prior,
     observed_data, posterior_predictive and log_likelihood. Chains run sequentially (NOTES.md:
     ``parallel`` fails with diffrax's checkpointed loop).
@@ -440,33 +503,69 @@ def fit_nuts(problem: Problem, *, chains: int = 2, warmup: int = 500, draws: int
         cov = cov + 1e-9 * np.eye(len(sites))
         if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
             inverse_mass = {sites: jnp.asarray(cov)} if dense_mass else None  # diagonal: NumPyro's own start
-    kernel = NUTS(model, dense_mass=[sites] if dense_mass else False, inverse_mass_matrix=inverse_mass,
-                  max_tree_depth=int(max_tree_depth), target_accept_prob=float(target_accept),
-                  forward_mode_differentiation=bool(forward_mode),
-                  init_strategy=init_to_value(values={f"z_{n}": float(init.z[i]) for i, n in enumerate(problem.names)}))
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains, chain_method="sequential",
-                progress_bar=progress)
+    kernel = NUTS(
+        model,
+        dense_mass=[sites] if dense_mass else False,
+        inverse_mass_matrix=inverse_mass,
+        max_tree_depth=int(max_tree_depth),
+        target_accept_prob=float(target_accept),
+        forward_mode_differentiation=bool(forward_mode),
+        init_strategy=init_to_value(values={f"z_{n}": float(init.z[i]) for i, n in enumerate(problem.names)}),
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=warmup,
+        num_samples=draws,
+        num_chains=chains,
+        chain_method="sequential",
+        progress_bar=progress,
+    )
     t0 = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed), obs=value)
     seconds = time.perf_counter() - t0
     samples = mcmc.get_samples()
     post_pred = Predictive(model, samples, return_sites=["obs"])(jax.random.PRNGKey(seed + 1))
     prior = Predictive(model, num_samples=prior_draws)(jax.random.PRNGKey(seed + 2))
-    idata = az.from_numpyro(mcmc, prior=prior, posterior_predictive=post_pred,
-                            coords={"row": np.arange(problem.obs.n)}, dims={"obs": ["row"], "prediction": ["row"]})
+    idata = az.from_numpyro(
+        mcmc,
+        prior=prior,
+        posterior_predictive=post_pred,
+        coords={"row": np.arange(problem.obs.n)},
+        dims={"obs": ["row"], "prediction": ["row"]},
+    )
     extra = mcmc.get_extra_fields()
     n_div = int(np.sum(np.asarray(extra["diverging"]))) if "diverging" in extra else -1
-    idata.posterior.attrs.update(modality=problem.modality, sampling_seconds=seconds, parameters=json.dumps(problem.names),
-                                 pkpd_fit="nuts", divergences=n_div, mass=mass, max_tree_depth=int(max_tree_depth),
-                                 forward_mode=int(bool(forward_mode)),
-                                 flip_flop=json.dumps([[problem.names[i] for i in t] for t in
-                                                       (problem.flip_flop_triples() if flip_flop else [])]))
+    idata.posterior.attrs.update(
+        modality=problem.modality,
+        sampling_seconds=seconds,
+        parameters=json.dumps(problem.names),
+        pkpd_fit="nuts",
+        divergences=n_div,
+        mass=mass,
+        max_tree_depth=int(max_tree_depth),
+        forward_mode=int(bool(forward_mode)),
+        flip_flop=json.dumps(
+            [[problem.names[i] for i in t] for t in (problem.flip_flop_triples() if flip_flop else [])]
+        ),
+    )
     return idata
 
 
-def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, chains: int = 2, warmup: int = 500,
-        draws: int = 500, seed: int = 0, starts: int = 3, progress: bool = True, error: ErrorModel | None = None,
-        nuts_options: dict | None = None):
+def fit(
+    modality_or_model,
+    data=None,
+    *,
+    method: str = "map",
+    parameters=None,
+    chains: int = 2,
+    warmup: int = 500,
+    draws: int = 500,
+    seed: int = 0,
+    starts: int = 3,
+    progress: bool = True,
+    error: ErrorModel | None = None,
+    nuts_options: dict | None = None,
+):
     """Fit a modality's model to published curves.
 
     **Main arguments**
@@ -504,13 +603,18 @@ def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, c
         parameters = list(parameters)
         bad = [p for p in parameters if not isinstance(p, str)]
         if bad or not parameters:
-            raise TypeError(f"parameters={parameters!r} must be a non-empty list of parameter names (str), "
-                            "e.g. ['cl@human', 'k_spine_form']")
+            raise TypeError(
+                f"parameters={parameters!r} must be a non-empty list of parameter names (str), "
+                "e.g. ['cl@human', 'k_spine_form']"
+            )
     if error is not None and not isinstance(error, ErrorModel):
-        raise TypeError(f"error={error!r} must be a pkpd.ErrorModel (or None for the default), "
-                        f"got {type(error).__name__}")
+        raise TypeError(
+            f"error={error!r} must be a pkpd.ErrorModel (or None for the default), got {type(error).__name__}"
+        )
     if nuts_options is not None and not isinstance(nuts_options, dict):
-        raise TypeError(f"nuts_options={nuts_options!r} must be a dict of fit_nuts options, e.g. {{'max_tree_depth': 8}}")
+        raise TypeError(
+            f"nuts_options={nuts_options!r} must be a dict of fit_nuts options, e.g. {{'max_tree_depth': 8}}"
+        )
     nuts_options = dict(nuts_options or {})
     _check_nuts_options(nuts_options)
     if data is not None:
@@ -519,8 +623,10 @@ def fit(modality_or_model, data=None, *, method: str = "map", parameters=None, c
         get_modality(modality)
         rows = load_curves(data)
         if not (rows["modality"] == modality).any():
-            raise FitError(f"data has no rows for modality={modality!r}; its rows are for "
-                           f"{sorted(set(rows['modality']))}: pass the rows of {modality!r} or fit one of those")
+            raise FitError(
+                f"data has no rows for modality={modality!r}; its rows are for "
+                f"{sorted(set(rows['modality']))}: pass the rows of {modality!r} or fit one of those"
+            )
     problem = Problem(modality, data, parameters=parameters, error=error)
     if method == "map":
         return fit_map(problem, starts=starts, seed=seed, progress=progress)
@@ -548,22 +654,36 @@ def load(path):
         except Exception as e:  # noqa: BLE001 -- h5netcdf/netCDF4/xarray raise many types for corrupted files
             raise FitError(f"path={str(p)!r} is a corrupted netCDF file ({type(e).__name__}: {e}); {valid}") from None
         if "posterior" not in idata.groups():
-            raise FitError(f"path={str(p)!r} is a netCDF file without a posterior group (groups: {idata.groups()}); "
-                           f"{valid}")
+            raise FitError(
+                f"path={str(p)!r} is a netCDF file without a posterior group (groups: {idata.groups()}); {valid}"
+            )
         return idata
     try:
         d = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FitError(f"path={str(p)!r} is neither netCDF nor valid JSON ({type(e).__name__}: {e}); {valid}") from None
-    required = ("modality", "names", "z", "natural", "cov_z", "prior_sigma", "converged", "n_steps", "objective",
-                "seconds", "starts")
+    required = (
+        "modality",
+        "names",
+        "z",
+        "natural",
+        "cov_z",
+        "prior_sigma",
+        "converged",
+        "n_steps",
+        "objective",
+        "seconds",
+        "starts",
+    )
     missing = [k for k in required if not isinstance(d, dict) or k not in d]
     if missing:
         raise FitError(f"path={str(p)!r} is JSON but not a MapFit: missing field(s) {missing}; {valid}")
     n = len(d["names"])
     if np.shape(d["z"]) != (n,) or np.shape(d["cov_z"]) != (n, n) or np.shape(d["prior_sigma"]) != (n,):
-        raise FitError(f"path={str(p)!r}: MapFit fields have inconsistent shapes (names: {n}, z: {np.shape(d['z'])}, "
-                       f"cov_z: {np.shape(d['cov_z'])}, prior_sigma: {np.shape(d['prior_sigma'])}); the file is corrupted")
+        raise FitError(
+            f"path={str(p)!r}: MapFit fields have inconsistent shapes (names: {n}, z: {np.shape(d['z'])}, "
+            f"cov_z: {np.shape(d['cov_z'])}, prior_sigma: {np.shape(d['prior_sigma'])}); the file is corrupted"
+        )
     return MapFit.load(p)
 
 

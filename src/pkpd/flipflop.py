@@ -29,6 +29,7 @@ chains in opposite modes agree after folding. Reported draws follow the conventi
 Only ``pk_structure = "oral_one_compartment"`` cards qualify (:data:`STRUCTURES`); the invariance
 of the library's likelihood is tested (``tests/test_calibrate.py``).
 """
+
 from __future__ import annotations
 
 import jax
@@ -113,6 +114,7 @@ def log_prior(z, mu, sigma, triples_):
     """Independent normal log prior of ``z`` (jax), each triple's factor symmetrised under its
     reflection: ``log((p(z_t) + p(M z_t)) / 2)``. Symmetric under every triple's ``M``; equal to
     the plain normal prior where the mirror image is far out in the prior's tails."""
+
     def lp(x, idx):
         i = jnp.asarray(idx)
         return jnp.sum(-0.5 * ((x[i] - mu[i]) / sigma[i]) ** 2 - jnp.log(sigma[i]) - 0.5 * jnp.log(2 * jnp.pi))

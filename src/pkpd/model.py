@@ -28,7 +28,12 @@ from .schedule import PATTERNS, ROUTES
 
 #: Features of a device session as the model sees them, in this order.
 SESSION_FEATURES: tuple[str, ...] = (
-    "active", "pulses", "frequency_hz", "intensity", "duration_h", "seizure",
+    "active",
+    "pulses",
+    "frequency_hz",
+    "intensity",
+    "duration_h",
+    "seizure",
     *(f"pattern_{p}" for p in PATTERNS),
 )
 N_ROUTES = len(ROUTES)
@@ -41,15 +46,25 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_parameter(model: str, name: str, value, *, lo: float | None = 0.0, lo_open: bool = True,
-                    hi: float | None = None, hi_open: bool = False) -> None:
+def check_parameter(
+    model: str,
+    name: str,
+    value,
+    *,
+    lo: float | None = 0.0,
+    lo_open: bool = True,
+    hi: float | None = None,
+    hi_open: bool = False,
+) -> None:
     """Reject a concrete parameter value outside its domain (tracers pass: they are checked where
     they were made). Raises ``ValueError`` naming the model, the field, the value and the domain."""
     if value is None or not is_concrete(value):
         return
     arr = np.asarray(value, dtype=np.float64)
-    domain = (f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, "
-              f"{'inf' if hi is None else hi}{')' if hi_open or hi is None else ']'}")
+    domain = (
+        f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, "
+        f"{'inf' if hi is None else hi}{')' if hi_open or hi is None else ']'}"
+    )
     bad = ~np.isfinite(arr)
     if lo is not None:
         bad |= (arr <= lo) if lo_open else (arr < lo)
@@ -98,8 +113,9 @@ class Model(eqx.Module):
         """State just after a device session with these features starts (zeros: no session)."""
         return y
 
-    def vector_field(self, t, y: Float[Array, " states"], rates: Float[Array, " routes"],
-                     session: Float[Array, " features"]) -> Float[Array, " states"]:
+    def vector_field(
+        self, t, y: Float[Array, " states"], rates: Float[Array, " routes"], session: Float[Array, " features"]
+    ) -> Float[Array, " states"]:
         raise NotImplementedError
 
     def outputs(self, ys: Float[Array, "... states"]) -> dict[str, Array]:
@@ -111,7 +127,8 @@ class Model(eqx.Module):
         per route arriving ``lag`` h later, or ``rates`` per route for ``duration`` h)."""
         raise NotImplementedError(
             f"{type(self).__name__} does not implement steady-state (SS=1) dosing; "
-            "only linear PK models do. Simulate the repeated doses explicitly instead.")
+            "only linear PK models do. Simulate the repeated doses explicitly instead."
+        )
 
     def describe(self) -> str:
         fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -52,8 +52,10 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
     df.columns = [str(c).strip().upper() for c in df.columns]
     missing = [c for c in ("ID", "TIME") if c not in df.columns]
     if missing:
-        raise ValueError(f"NONMEM dataset is missing column(s) {missing}; it has {list(df.columns)}; required: "
-                         "['ID', 'TIME'], optional: ['AMT', 'EVID', 'CMT', 'RATE', 'II', 'ADDL', 'SS', 'DV', 'MDV']")
+        raise ValueError(
+            f"NONMEM dataset is missing column(s) {missing}; it has {list(df.columns)}; required: "
+            "['ID', 'TIME'], optional: ['AMT', 'EVID', 'CMT', 'RATE', 'II', 'ADDL', 'SS', 'DV', 'MDV']"
+        )
     cmt_routes = {1: "oral", 2: "iv"} if cmt_routes is None else dict(cmt_routes)
     for c, r in cmt_routes.items():
         if r not in ROUTES:
@@ -66,23 +68,38 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
     change = np.concatenate([[True], ids[1:] != ids[:-1]])
     starts = pd.Series(ids[change])
     if starts.duplicated().any():
-        raise ValueError(f"NONMEM dataset: ID={_py(starts[starts.duplicated()].iloc[0])!r} appears in separate blocks; "
-                         "NONMEM starts a new individual at each change of ID, so sort by ID (then TIME)")
+        raise ValueError(
+            f"NONMEM dataset: ID={_py(starts[starts.duplicated()].iloc[0])!r} appears in separate blocks; "
+            "NONMEM starts a new individual at each change of ID, so sort by ID (then TIME)"
+        )
 
     def col(name, default):
         if name not in df.columns:
             return np.full(n, default, float)
         raw = df[name]
         num = pd.to_numeric(raw, errors="coerce").to_numpy(float)
-        bad = np.isnan(num) & raw.notna().to_numpy() & (raw.astype(str).str.strip() != "").to_numpy() & \
-            (raw.astype(str).str.strip() != ".").to_numpy()
+        bad = (
+            np.isnan(num)
+            & raw.notna().to_numpy()
+            & (raw.astype(str).str.strip() != "").to_numpy()
+            & (raw.astype(str).str.strip() != ".").to_numpy()
+        )
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"NONMEM row {i}: {name}={_py(raw.iloc[i])!r} is not a number (use a number, "
-                             "or an empty cell or '.' for missing)")
+            raise ValueError(
+                f"NONMEM row {i}: {name}={_py(raw.iloc[i])!r} is not a number (use a number, "
+                "or an empty cell or '.' for missing)"
+            )
         return num
-    time, amt, rate, ii, addl, ss = (col("TIME", np.nan), col("AMT", 0.0), col("RATE", 0.0), col("II", 0.0),
-                                     col("ADDL", 0.0), col("SS", 0.0))
+
+    time, amt, rate, ii, addl, ss = (
+        col("TIME", np.nan),
+        col("AMT", 0.0),
+        col("RATE", 0.0),
+        col("II", 0.0),
+        col("ADDL", 0.0),
+        col("SS", 0.0),
+    )
     amt, rate, ii, addl, ss = (np.nan_to_num(x, nan=0.0) for x in (amt, rate, ii, addl, ss))
     evid = col("EVID", np.nan)
     evid = np.where(np.isnan(evid), (amt > 0).astype(float), evid)
@@ -121,8 +138,11 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
         t = time[idx]
         if np.any(np.diff(t) < 0):
             j = int(np.argmax(np.diff(t) < 0)) + 1
-            fail(int(idx[j]), f"TIME decreases within ID (TIME={t[j]:g} after TIME={t[j - 1]:g}); TIME must be "
-                              "non-decreasing within an ID: sort the dataset by ID and TIME")
+            fail(
+                int(idx[j]),
+                f"TIME decreases within ID (TIME={t[j]:g} after TIME={t[j - 1]:g}); TIME must be "
+                "non-decreasing within an ID: sort the dataset by ID and TIME",
+            )
         dose_rows = idx[evid[idx] == 1]
         times, amounts, routes, durations, ss_flags, iis = [], [], [], [], [], []
         for i in dose_rows:
@@ -135,14 +155,21 @@ def read_nonmem(data, *, amount_unit: str = "mg", cmt_routes: dict[int, str] | N
                 durations.append(amt[i] / rate[i] if infusion else 0.0)
                 ss_flags.append(bool(ss[i]) and k == 0)
                 iis.append(ii[i])
-        schedule = (Schedule.doses(times, amounts, routes, duration=durations, ss=ss_flags, ii=iis, unit=amount_unit,
-                                   label=f"ID {sid}") if times else Schedule(amount_unit=amount_unit, label=f"ID {sid}"))
+        schedule = (
+            Schedule.doses(
+                times, amounts, routes, duration=durations, ss=ss_flags, ii=iis, unit=amount_unit, label=f"ID {sid}"
+            )
+            if times
+            else Schedule(amount_unit=amount_unit, label=f"ID {sid}")
+        )
         obs_rows = idx[(evid[idx] == 0) & ~(mdv[idx] == 1)]
         # An observation record placed before a dose record at the same TIME is a pre-dose (trough)
         # sample; pkpd trajectories are right-continuous, so it is evaluated 1e-6 h earlier.
-        predose = np.array([bool(np.any((time[idx] == time[i]) & (evid[idx] == 1) & (idx > i))) for i in obs_rows],
-                           dtype=bool)
-        obs = pd.DataFrame({"time_h": time[obs_rows] - 1e-6 * predose, "dv": dv[obs_rows], "cmt": cmt[obs_rows],
-                            "predose": predose})
+        predose = np.array(
+            [bool(np.any((time[idx] == time[i]) & (evid[idx] == 1) & (idx > i))) for i in obs_rows], dtype=bool
+        )
+        obs = pd.DataFrame(
+            {"time_h": time[obs_rows] - 1e-6 * predose, "dv": dv[obs_rows], "cmt": cmt[obs_rows], "predose": predose}
+        )
         subjects[sid] = Subject(id=sid, schedule=schedule, observations=obs)
     return subjects

@@ -50,8 +50,16 @@ DENSE_H = 24.0 * 60
 DENSE_N = 150
 TIME_SCALE = {"h": 1.0, "min": 60.0, "d": 1 / 24.0}
 CONC_SCALE = {"ng/mL": 1000.0, "ug/L": 1000.0, "µg/L": 1000.0, "mg/L": 1.0, "ug/mL": 1.0}
-CHANGE_READOUTS = ("spine_density", "hippocampal_volume", "synaptic_efficacy", "bdnf", "neurogenesis", "trkb", "mtor",
-                   "clinical_score")
+CHANGE_READOUTS = (
+    "spine_density",
+    "hippocampal_volume",
+    "synaptic_efficacy",
+    "bdnf",
+    "neurogenesis",
+    "trkb",
+    "mtor",
+    "clinical_score",
+)
 _READOUT_OUTPUT = {"clinical_score": "symptom_score"}
 
 
@@ -107,8 +115,8 @@ class ObservationSet:
 
     modality: str
     groups: list[Group]
-    rows: object                     # DataFrame of usable rows (same order as the arrays below)
-    excluded: object                 # DataFrame of unusable rows with a ``reason`` column
+    rows: object  # DataFrame of usable rows (same order as the arrays below)
+    excluded: object  # DataFrame of unusable rows with a ``reason`` column
     specs: list[dict] = field(default_factory=list)
     value: np.ndarray = field(default_factory=lambda: np.zeros(0))
     se: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -148,7 +156,9 @@ def schedule_for(modality: str, species: str, options: str) -> Schedule:
         if k == "dose_mg":
             if species != "human":
                 raise ValueError("dose_mg given for a rodent (per-kg) protocol")
-            kw["dose"] = _num(v) * (1000.0 if standard.amount_unit == "ug" else 1.0) / (BODY_WEIGHT_KG if per_kg else 1.0)
+            kw["dose"] = (
+                _num(v) * (1000.0 if standard.amount_unit == "ug" else 1.0) / (BODY_WEIGHT_KG if per_kg else 1.0)
+            )
         elif k == "dose_mg_per_kg":
             kw["dose"] = _num(v) * (1.0 if per_kg else BODY_WEIGHT_KG)
         elif k in ("doses", "sessions"):
@@ -191,8 +201,9 @@ def _spec(row, schedule: Schedule) -> dict:
     t = row["time_h"] if np.isfinite(row["time_h"]) else None
     if readout == "concentration":
         if stat not in ("cmax", "tmax", "half_life", "mean"):
-            raise ValueError(f"statistic={stat!r} of concentration is not modelled; modelled: "
-                             "['cmax', 'tmax', 'half_life', 'mean']")
+            raise ValueError(
+                f"statistic={stat!r} of concentration is not modelled; modelled: ['cmax', 'tmax', 'half_life', 'mean']"
+            )
         analyte = str(row.get("analyte", "")).lower()
         out = "metabolite_concentration" if analyte.startswith("nor") and analyte != "norketamine" else "concentration"
         if analyte in ("norketamine", "dehydronorketamine", "hydroxynorketamine"):
@@ -218,23 +229,30 @@ def _spec(row, schedule: Schedule) -> dict:
             return dict(kind="at", output=out, scale=1.0, time=end if t is None else t)
         if stat == "slope_per_session" and unit == "%/session" and schedule.n_sessions:
             return dict(kind="change", output=out, scale=100.0 / schedule.n_sessions, time=end)
-        raise ValueError(f"statistic={stat!r} of {readout} in unit={unit!r} is not modelled; modelled: "
-                         "percent_change in '%', fold_change, slope_per_session in '%/session' (device courses)")
+        raise ValueError(
+            f"statistic={stat!r} of {readout} in unit={unit!r} is not modelled; modelled: "
+            "percent_change in '%', fold_change, slope_per_session in '%/session' (device courses)"
+        )
     if readout in ("response", "remission") and stat in ("response_rate", "remission_rate") and unit == "%":
         return dict(kind=stat, output="symptom_score", scale=1.0, time=end if t is None else t)
-    reasons = {"bdnf_serum": "the model has no peripheral (serum) BDNF compartment; central BDNF is not calibrated "
-                             "on serum (Brunoni 2015: no serum rise after rTMS)",
-               "subjective_effect": "subjective effects are not a model readout"}
+    reasons = {
+        "bdnf_serum": "the model has no peripheral (serum) BDNF compartment; central BDNF is not calibrated "
+        "on serum (Brunoni 2015: no serum rise after rTMS)",
+        "subjective_effect": "subjective effects are not a model readout",
+    }
     modelled = ["concentration", "occupancy", *CHANGE_READOUTS, "response", "remission"]
     if stat == "effect_size":
         raise ValueError("effect sizes need a control arm and the between-subject SD; not modelled")
     if readout in reasons:
         raise ValueError(f"readout={readout!r}: {reasons[readout]}; modelled readouts: {modelled}")
     if readout in ("response", "remission"):
-        raise ValueError(f"readout={readout!r} with statistic={stat!r} in unit={unit!r} is not modelled; use "
-                         f"statistic='{readout}_rate' in '%'")
-    raise ValueError(f"readout={readout!r} with statistic={stat!r} in unit={unit!r} is not modelled; modelled "
-                     f"readouts: {modelled}")
+        raise ValueError(
+            f"readout={readout!r} with statistic={stat!r} in unit={unit!r} is not modelled; use "
+            f"statistic='{readout}_rate' in '%'"
+        )
+    raise ValueError(
+        f"readout={readout!r} with statistic={stat!r} in unit={unit!r} is not modelled; modelled readouts: {modelled}"
+    )
 
 
 def _dense_horizon(model) -> float:
@@ -261,8 +279,11 @@ def _anchors(schedule: Schedule) -> tuple[float, float]:
 def same_design(a: Schedule, b: Schedule) -> bool:
     """Whether two schedules give the same doses and sessions (labels aside)."""
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    return (a.amount_unit == b.amount_unit and len(la) == len(lb)
-            and all(np.shape(x) == np.shape(y) and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)))
+    return (
+        a.amount_unit == b.amount_unit
+        and len(la) == len(lb)
+        and all(np.shape(x) == np.shape(y) and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+    )
 
 
 def prepare(modality: str, data, model_for) -> ObservationSet:
@@ -278,15 +299,16 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
         data = load_curves(data)
     data = data[data["modality"] == modality].reset_index(drop=True)
     used, excluded, specs, groups, alias = [], [], [], {}, {}
-    for i, row in data.iterrows():
+    for _, row in data.iterrows():
         try:
             key = (row["species"], str(row.get("protocol_options", "") or ""))
             if key not in alias:
                 sched = schedule_for(modality, row["species"], key[1])
                 # Options that spell out a default (or the same design twice) give the same schedule:
                 # such rows share one group, so the design is simulated once.
-                alias[key] = next((k for k, g in groups.items() if k[0] == key[0] and same_design(g["schedule"], sched)),
-                                  key)
+                alias[key] = next(
+                    (k for k, g in groups.items() if k[0] == key[0] and same_design(g["schedule"], sched)), key
+                )
                 if alias[key] == key:
                     groups[key] = dict(schedule=sched, need={0.0})
             key = alias[key]
@@ -314,8 +336,9 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
                 need |= set(anchor + np.concatenate([[0.0], np.geomspace(0.01, horizon, DENSE_N)]))
         times = np.array(sorted(need))
         model = model_for(k[0])
-        out_groups.append(Group(species=k[0], schedule=g["schedule"], times=times,
-                                table=segment_table(model, g["schedule"], times)))
+        out_groups.append(
+            Group(species=k[0], schedule=g["schedule"], times=times, table=segment_table(model, g["schedule"], times))
+        )
     reference: dict = {}
     for s in specs:
         gi = keys.index(s.pop("group"))
@@ -326,7 +349,11 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
         if s["kind"] in ("max", "tmax", "half_life"):
             first, last = _anchors(out_groups[gi].schedule)
             # Cmax and Tmax after the first dose; the terminal half-life after the last one.
-            anchor, stop = (last, last + DENSE_H) if s["kind"] == "half_life" else (first, min(last, first + 24.0) if last > first else first + DENSE_H)
+            anchor, stop = (
+                (last, last + DENSE_H)
+                if s["kind"] == "half_life"
+                else (first, min(last, first + 24.0) if last > first else first + DENSE_H)
+            )
             horizon = groups[keys[gi]]["horizon"]
             if s["kind"] == "half_life":
                 stop = last + horizon
@@ -345,9 +372,15 @@ def prepare(modality: str, data, model_for) -> ObservationSet:
             s["tw"] = tw[sel]
     rows = pd.DataFrame(used).reset_index(drop=True) if used else data.iloc[:0]
     exc = pd.DataFrame(excluded) if excluded else data.iloc[:0].assign(reason=[])
-    return ObservationSet(modality=modality, groups=out_groups, rows=rows, excluded=exc, specs=specs,
-                          value=rows["value"].to_numpy(float) if used else np.zeros(0),
-                          se=rows["se"].to_numpy(float) if used else np.zeros(0))
+    return ObservationSet(
+        modality=modality,
+        groups=out_groups,
+        rows=rows,
+        excluded=exc,
+        specs=specs,
+        value=rows["value"].to_numpy(float) if used else np.zeros(0),
+        se=rows["se"].to_numpy(float) if used else np.zeros(0),
+    )
 
 
 def _pk_view(model, used: set):

@@ -222,8 +222,13 @@ class ParentMetabolite(LinearPK):
     lag_h: float = eqx.field(default=0.0, static=True)
 
     state_names: ClassVar[tuple[str, ...]] = ("depot", "central", "metabolite")
-    units: ClassVar[dict[str, str]] = {"depot": "mg", "central": "mg", "metabolite": "mg",
-                                       "concentration": "mg/L", "metabolite_concentration": "mg/L"}
+    units: ClassVar[dict[str, str]] = {
+        "depot": "mg",
+        "central": "mg",
+        "metabolite": "mg",
+        "concentration": "mg/L",
+        "metabolite_concentration": "mg/L",
+    }
 
     def __init__(self, cl, v, ka, fm, cl_m, v_m, f=1.0, mw_ratio=1.0, lag=0.0):
         self.cl, self.v, self.ka, self.fm, self.cl_m, self.v_m = cl, v, ka, fm, cl_m, v_m
@@ -241,8 +246,7 @@ class ParentMetabolite(LinearPK):
         return jnp.array([[-ka, 0.0, 0.0], [ka, -k, 0.0], [0.0, self.fm * k, -km]])
 
     def outputs(self, ys):
-        return {"concentration": ys[..., 1] / self.v,
-                "metabolite_concentration": ys[..., 2] * self.mw_ratio / self.v_m}
+        return {"concentration": ys[..., 1] / self.v, "metabolite_concentration": ys[..., 2] * self.mw_ratio / self.v_m}
 
 
 __all__ = ["LinearPK", "OneCompartment", "TwoCompartment", "ParentMetabolite", "ROUTES"]

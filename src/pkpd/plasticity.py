@@ -53,16 +53,62 @@ import jax.numpy as jnp
 from .model import Model, check_parameter
 
 CORE_STATES: tuple[str, ...] = (
-    "bdnf", "trkb", "mtor", "protein", "spine_density", "proliferation", "immature_1", "immature_2", "vegf",
-    "hippocampal_volume", "efficacy_early", "efficacy_consolidated", "threshold", "clinical",
+    "bdnf",
+    "trkb",
+    "mtor",
+    "protein",
+    "spine_density",
+    "proliferation",
+    "immature_1",
+    "immature_2",
+    "vegf",
+    "hippocampal_volume",
+    "efficacy_early",
+    "efficacy_consolidated",
+    "threshold",
+    "clinical",
 )
 #: Readouts of the core (all relative to baseline).
-CORE_READOUTS: tuple[str, ...] = ("bdnf", "trkb", "mtor", "spine_density", "neurogenesis", "hippocampal_volume",
-                                  "synaptic_efficacy", "symptom_score")
+CORE_READOUTS: tuple[str, ...] = (
+    "bdnf",
+    "trkb",
+    "mtor",
+    "spine_density",
+    "neurogenesis",
+    "hippocampal_volume",
+    "synaptic_efficacy",
+    "symptom_score",
+)
 CORE_PARAMETERS: tuple[str, ...] = (
-    "k_bdnf", "k_trkb", "k_mtor", "n_mtor", "k_protein", "k_spine_form", "n_spine", "k_spine_elim", "spine_capacity", "k_prolif",
-    "n_neuro", "k_mature", "k_vegf", "k_volume", "g_vegf", "g_neuro", "eta", "efficacy_max", "efficacy_min", "k_early", "k_consolidate",
-    "k_consolidated", "e_bc", "k_theta_up", "k_theta_down", "theta_max", "k_clinical", "g_spine", "g_efficacy",
+    "k_bdnf",
+    "k_trkb",
+    "k_mtor",
+    "n_mtor",
+    "k_protein",
+    "k_spine_form",
+    "n_spine",
+    "k_spine_elim",
+    "spine_capacity",
+    "k_prolif",
+    "n_neuro",
+    "k_mature",
+    "k_vegf",
+    "k_volume",
+    "g_vegf",
+    "g_neuro",
+    "eta",
+    "efficacy_max",
+    "efficacy_min",
+    "k_early",
+    "k_consolidate",
+    "k_consolidated",
+    "e_bc",
+    "k_theta_up",
+    "k_theta_down",
+    "theta_max",
+    "k_clinical",
+    "g_spine",
+    "g_efficacy",
 )
 
 
@@ -140,7 +186,8 @@ class PlasticityCore(eqx.Module):
         drive = pr**self.n_spine - 1.0
         room = (self.spine_capacity - sp) / (self.spine_capacity - 1.0)
         dsp = self.k_spine_elim * (1.0 - sp) + self.k_spine_form * (
-            smooth_positive(drive) * room - smooth_positive(-drive) * sp)
+            smooth_positive(drive) * room - smooth_positive(-drive) * sp
+        )
         dnp = self.k_prolif * (t**self.n_neuro * (1.0 + s.neurogenesis_drive) - npro)
         di1 = self.k_mature * (npro - i1)
         di2 = self.k_mature * (i1 - i2)
@@ -153,8 +200,11 @@ class PlasticityCore(eqx.Module):
         # Consolidation accumulates early changes (scaled by protein synthesis) with soft bounds at
         # the early efficacy's limits; without stimulation C decays to 1 at k_consolidated.
         d = e - 1.0
-        room_c = jnp.where(d > 0, (self.efficacy_max - c) / (self.efficacy_max - 1.0),
-                           (c - self.efficacy_min) / (1.0 - self.efficacy_min))
+        room_c = jnp.where(
+            d > 0,
+            (self.efficacy_max - c) / (self.efficacy_max - 1.0),
+            (c - self.efficacy_min) / (1.0 - self.efficacy_min),
+        )
         dc = self.k_consolidate * pr * d * room_c - self.k_consolidated * (c - 1.0)
         dth = self.k_theta_up * s.threshold_drive * (self.theta_max - th) - self.k_theta_down * (th - 1.0)
         dx = self.k_clinical * (self.g_spine * (sp - 1.0) + self.g_efficacy * (c - 1.0) - x)
@@ -163,7 +213,10 @@ class PlasticityCore(eqx.Module):
     def readouts(self, ys) -> dict[str, jax.Array]:
         g = lambda n: ys[..., CORE_STATES.index(n)]  # noqa: E731
         return {
-            "bdnf": g("bdnf"), "trkb": g("trkb"), "mtor": g("mtor"), "spine_density": g("spine_density"),
+            "bdnf": g("bdnf"),
+            "trkb": g("trkb"),
+            "mtor": g("mtor"),
+            "spine_density": g("spine_density"),
             "neurogenesis": 0.5 * (g("immature_1") + g("immature_2")),
             "hippocampal_volume": g("hippocampal_volume"),
             "synaptic_efficacy": g("efficacy_early") * g("efficacy_consolidated"),
@@ -197,8 +250,12 @@ class PlasticityModel(Model):
 
     @property
     def units(self) -> dict[str, str]:  # type: ignore[override]
-        return {**self.driver.units, **{n: "relative to baseline" for n in CORE_READOUTS + CORE_STATES},
-                "clinical": "fraction of baseline score", "symptom_score": "relative to baseline"}
+        return {
+            **self.driver.units,
+            **{n: "relative to baseline" for n in CORE_READOUTS + CORE_STATES},
+            "clinical": "fraction of baseline score",
+            "symptom_score": "relative to baseline",
+        }
 
     def _split(self, y):
         n = len(self.driver.state_names)

@@ -58,8 +58,19 @@ def plot_trajectory(traj, readouts=("spine_density",), *, time_unit: str = "d", 
     return fig
 
 
-def plot_bands(modality: str, readout: str = "spine_density", *, calibration=None, draws: int = 64, days: float = 90.0,
-               species: str = "human", protocol_options=None, data: bool = True, ax=None, log_time: bool = True):
+def plot_bands(
+    modality: str,
+    readout: str = "spine_density",
+    *,
+    calibration=None,
+    draws: int = 64,
+    days: float = 90.0,
+    species: str = "human",
+    protocol_options=None,
+    data: bool = True,
+    ax=None,
+    log_time: bool = True,
+):
     """``readout`` of ``modality`` under its standard protocol on ``draws`` posterior draws of the
     calibration (default: the shipped one): median, 50 % and 90 % bands of the % change from
     baseline, and the curated ``percent_change`` rows of this modality and readout (mean +- se;
@@ -96,9 +107,16 @@ def plot_bands(modality: str, readout: str = "spine_density", *, calibration=Non
         for standard, marker in ((True, "o"), (False, "o")):
             rows = df[(df["protocol"].astype(str) == modality) == standard]
             if len(rows):
-                a.errorbar(rows["time_h"] / 24.0, rows["value"], yerr=rows["se"].fillna(0.0), fmt=marker,
-                           color="k", mfc="k" if standard else "none", capsize=2,
-                           label="published (standard protocol)" if standard else "published (other schedule)")
+                a.errorbar(
+                    rows["time_h"] / 24.0,
+                    rows["value"],
+                    yerr=rows["se"].fillna(0.0),
+                    fmt=marker,
+                    color="k",
+                    mfc="k" if standard else "none",
+                    capsize=2,
+                    label="published (standard protocol)" if standard else "published (other schedule)",
+                )
     if log_time:
         a.set_xscale("log")
     a.set_xlabel("time since the first dose or session (days)")
@@ -147,9 +165,15 @@ def plot_prior_posterior(idata, parameters=None):
     for a, n in zip(axes, names):
         post = np.asarray(idata.posterior[n]).ravel()
         prior = np.asarray(idata.prior[n]).ravel() if hasattr(idata, "prior") and n in idata.prior else None
-        bins = np.geomspace(max(min(post.min(), prior.min() if prior is not None else post.min()), 1e-300),
-                            max(post.max(), prior.max() if prior is not None else post.max()), 30) \
-            if post.min() > 0 and (prior is None or prior.min() > 0) else 30
+        bins = (
+            np.geomspace(
+                max(min(post.min(), prior.min() if prior is not None else post.min()), 1e-300),
+                max(post.max(), prior.max() if prior is not None else post.max()),
+                30,
+            )
+            if post.min() > 0 and (prior is None or prior.min() > 0)
+            else 30
+        )
         if prior is not None:
             a.hist(prior, bins=bins, density=True, alpha=0.4, label="prior")
         a.hist(post, bins=bins, density=True, alpha=0.6, label="posterior")

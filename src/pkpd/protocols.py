@@ -45,10 +45,30 @@ class Protocol:
     build: Callable[..., Schedule]
 
 
-def _drug(name, human_amount, human_unit, human_route, rodent_amount=None, rodent_route="ip", *,
-          interval_h=24.0, default_doses=1, infusion_h=0.0, per_kg_human=False):
-    def build(species="human", doses=None, dose=None, interval_h=interval_h, body_weight_kg=BODY_WEIGHT_KG,
-              loading_dose=None, per_week=None, weeks=None, route=None):
+def _drug(
+    name,
+    human_amount,
+    human_unit,
+    human_route,
+    rodent_amount=None,
+    rodent_route="ip",
+    *,
+    interval_h=24.0,
+    default_doses=1,
+    infusion_h=0.0,
+    per_kg_human=False,
+):
+    def build(
+        species="human",
+        doses=None,
+        dose=None,
+        interval_h=interval_h,
+        body_weight_kg=BODY_WEIGHT_KG,
+        loading_dose=None,
+        per_week=None,
+        weeks=None,
+        route=None,
+    ):
         human = species == "human"
         if species not in ("human", "mouse", "rat"):
             raise ValueError(f"species={species!r} is not known; valid: ['human', 'mouse', 'rat']")
@@ -92,11 +112,34 @@ def _drug(name, human_amount, human_unit, human_route, rodent_amount=None, roden
     return build
 
 
-def _device(name, *, pattern, pulses, duration_min, frequency_hz=0.0, intensity, per_day=1, days_per_week=5,
-            weeks=6, gap_min=50.0, max_sessions=None):
-    def build(species="human", sessions=None, per_day=per_day, days_per_week=days_per_week, weeks=weeks,
-              gap_min=gap_min, pulses=pulses, duration_min=duration_min, intensity=intensity, per_week=None,
-              placement=None, frequency_hz=frequency_hz):
+def _device(
+    name,
+    *,
+    pattern,
+    pulses,
+    duration_min,
+    frequency_hz=0.0,
+    intensity,
+    per_day=1,
+    days_per_week=5,
+    weeks=6,
+    gap_min=50.0,
+    max_sessions=None,
+):
+    def build(
+        species="human",
+        sessions=None,
+        per_day=per_day,
+        days_per_week=days_per_week,
+        weeks=weeks,
+        gap_min=gap_min,
+        pulses=pulses,
+        duration_min=duration_min,
+        intensity=intensity,
+        per_week=None,
+        placement=None,
+        frequency_hz=frequency_hz,
+    ):
         if species != "human":
             raise ValueError(f"protocol {name!r} is defined for humans; got species={species!r}")
         if per_week is not None:
@@ -117,45 +160,118 @@ def _device(name, *, pattern, pulses, duration_min, frequency_hz=0.0, intensity,
         else:
             total = per_day * days_per_week * weeks
         weeks = max(weeks, -(-total // (per_day * days_per_week)))
-        return Schedule.sessions(per_day=per_day, days_per_week=days_per_week, weeks=weeks, gap=gap_min,
-                                 duration=duration_min, pulses=pulses, frequency_hz=frequency_hz, pattern=pattern,
-                                 intensity=intensity, n=total, label=f"{name}")
+        return Schedule.sessions(
+            per_day=per_day,
+            days_per_week=days_per_week,
+            weeks=weeks,
+            gap=gap_min,
+            duration=duration_min,
+            pulses=pulses,
+            frequency_hz=frequency_hz,
+            pattern=pattern,
+            intensity=intensity,
+            n=total,
+            label=f"{name}",
+        )
 
     return build
 
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
-    Protocol("psilocybin", "psilocybin 25 mg oral once (mouse: 1 mg/kg i.p.)",
-             _drug("psilocybin", 25.0, "mg", "oral", 1.0, interval_h=168.0)),
-    Protocol("lsd", "LSD 100 ug oral once", _drug("lsd", 100.0, "ug", "oral", interval_h=168.0)),
-    Protocol("dmt", "DMT 20 mg IV bolus once", _drug("dmt", 20.0, "mg", "iv", interval_h=168.0)),
-    Protocol("ketamine", "ketamine 0.5 mg/kg IV over 40 min once (per_week=2|3 for repeated; rodent 10 mg/kg i.p.)",
-             _drug("ketamine", 0.5, "mg", "infusion", 10.0, infusion_h=40.0 / 60.0, per_kg_human=True,
-                   interval_h=84.0)),
-    Protocol("fluoxetine", "fluoxetine 20 mg oral once daily for 12 weeks (rodent 10 mg/kg/day i.p.)",
-             _drug("fluoxetine", 20.0, "mg", "oral", 10.0, default_doses=84)),
-    Protocol("escitalopram", "escitalopram 10 mg oral once daily for 12 weeks",
-             _drug("escitalopram", 10.0, "mg", "oral", default_doses=84)),
-    Protocol("sertraline", "sertraline 50 mg oral once daily for 12 weeks",
-             _drug("sertraline", 50.0, "mg", "oral", default_doses=84)),
-    Protocol("rtms_10hz", "10 Hz rTMS, 3000 pulses (37.5 min) at 120 % MT, 5/week for 6 weeks",
-             _device("rtms_10hz", pattern="rtms", frequency_hz=10.0, pulses=3000, duration_min=37.5, intensity=1.2)),
-    Protocol("rtms_1hz", "1 Hz rTMS, 1200 pulses (20 min) at 120 % MT, 5/week for 6 weeks",
-             _device("rtms_1hz", pattern="rtms", frequency_hz=1.0, pulses=1200, duration_min=20.0, intensity=1.2)),
-    Protocol("itbs", "iTBS 600 pulses (190 s) at 80 % AMT, 5/week for 6 weeks",
-             _device("itbs", pattern="itbs", pulses=600, duration_min=190.0 / 60.0, intensity=0.8)),
-    Protocol("ctbs", "cTBS 600 pulses (40 s) at 80 % AMT, 5/week for 6 weeks",
-             _device("ctbs", pattern="ctbs", pulses=600, duration_min=40.0 / 60.0, intensity=0.8)),
-    Protocol("accelerated_itbs", "SAINT: iTBS 1800 pulses (~10 min), 10 sessions/day 50 min apart, 5 days",
-             _device("accelerated_itbs", pattern="itbs", pulses=1800, duration_min=9.5, intensity=0.8, per_day=10,
-                     days_per_week=5, weeks=1, gap_min=50.0)),
-    Protocol("ect", "ECT 3 sessions/week, 12 sessions (per_week=2 for twice weekly)",
-             _device("ect", pattern="ect", pulses=0, duration_min=1.0, intensity=1.0, days_per_week=3, weeks=4,
-                     max_sessions=12)),
-    Protocol("mst", "MST 3 sessions/week, 12 sessions",
-             _device("mst", pattern="mst", pulses=0, duration_min=1.0, intensity=1.0, days_per_week=3, weeks=4,
-                     max_sessions=12)),
-]}
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in [
+        Protocol(
+            "psilocybin",
+            "psilocybin 25 mg oral once (mouse: 1 mg/kg i.p.)",
+            _drug("psilocybin", 25.0, "mg", "oral", 1.0, interval_h=168.0),
+        ),
+        Protocol("lsd", "LSD 100 ug oral once", _drug("lsd", 100.0, "ug", "oral", interval_h=168.0)),
+        Protocol("dmt", "DMT 20 mg IV bolus once", _drug("dmt", 20.0, "mg", "iv", interval_h=168.0)),
+        Protocol(
+            "ketamine",
+            "ketamine 0.5 mg/kg IV over 40 min once (per_week=2|3 for repeated; rodent 10 mg/kg i.p.)",
+            _drug("ketamine", 0.5, "mg", "infusion", 10.0, infusion_h=40.0 / 60.0, per_kg_human=True, interval_h=84.0),
+        ),
+        Protocol(
+            "fluoxetine",
+            "fluoxetine 20 mg oral once daily for 12 weeks (rodent 10 mg/kg/day i.p.)",
+            _drug("fluoxetine", 20.0, "mg", "oral", 10.0, default_doses=84),
+        ),
+        Protocol(
+            "escitalopram",
+            "escitalopram 10 mg oral once daily for 12 weeks",
+            _drug("escitalopram", 10.0, "mg", "oral", default_doses=84),
+        ),
+        Protocol(
+            "sertraline",
+            "sertraline 50 mg oral once daily for 12 weeks",
+            _drug("sertraline", 50.0, "mg", "oral", default_doses=84),
+        ),
+        Protocol(
+            "rtms_10hz",
+            "10 Hz rTMS, 3000 pulses (37.5 min) at 120 % MT, 5/week for 6 weeks",
+            _device("rtms_10hz", pattern="rtms", frequency_hz=10.0, pulses=3000, duration_min=37.5, intensity=1.2),
+        ),
+        Protocol(
+            "rtms_1hz",
+            "1 Hz rTMS, 1200 pulses (20 min) at 120 % MT, 5/week for 6 weeks",
+            _device("rtms_1hz", pattern="rtms", frequency_hz=1.0, pulses=1200, duration_min=20.0, intensity=1.2),
+        ),
+        Protocol(
+            "itbs",
+            "iTBS 600 pulses (190 s) at 80 % AMT, 5/week for 6 weeks",
+            _device("itbs", pattern="itbs", pulses=600, duration_min=190.0 / 60.0, intensity=0.8),
+        ),
+        Protocol(
+            "ctbs",
+            "cTBS 600 pulses (40 s) at 80 % AMT, 5/week for 6 weeks",
+            _device("ctbs", pattern="ctbs", pulses=600, duration_min=40.0 / 60.0, intensity=0.8),
+        ),
+        Protocol(
+            "accelerated_itbs",
+            "SAINT: iTBS 1800 pulses (~10 min), 10 sessions/day 50 min apart, 5 days",
+            _device(
+                "accelerated_itbs",
+                pattern="itbs",
+                pulses=1800,
+                duration_min=9.5,
+                intensity=0.8,
+                per_day=10,
+                days_per_week=5,
+                weeks=1,
+                gap_min=50.0,
+            ),
+        ),
+        Protocol(
+            "ect",
+            "ECT 3 sessions/week, 12 sessions (per_week=2 for twice weekly)",
+            _device(
+                "ect",
+                pattern="ect",
+                pulses=0,
+                duration_min=1.0,
+                intensity=1.0,
+                days_per_week=3,
+                weeks=4,
+                max_sessions=12,
+            ),
+        ),
+        Protocol(
+            "mst",
+            "MST 3 sessions/week, 12 sessions",
+            _device(
+                "mst",
+                pattern="mst",
+                pulses=0,
+                duration_min=1.0,
+                intensity=1.0,
+                days_per_week=3,
+                weeks=4,
+                max_sessions=12,
+            ),
+        ),
+    ]
+}
 
 
 def protocols() -> dict[str, str]:

@@ -55,7 +55,9 @@ def _codes(name: str, values: Any, vocabulary: tuple[str, ...], n: int) -> np.nd
     for v in values:
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
             if not 0 <= int(v) < len(vocabulary):
-                raise ValueError(f"{name} code {v!r} out of range; valid codes 0..{len(vocabulary) - 1} for {vocabulary}")
+                raise ValueError(
+                    f"{name} code {v!r} out of range; valid codes 0..{len(vocabulary) - 1} for {vocabulary}"
+                )
             out.append(int(v))
         elif v in vocabulary:
             out.append(vocabulary.index(v))
@@ -81,8 +83,10 @@ def _broadcast(name: str, values: Any, n: int, dtype=np.float64, ref: str = "tim
         return np.full(n, arr.item(), dtype=dtype)
     arr = _as_1d(name, arr, dtype)
     if arr.shape[0] != n:
-        raise ValueError(f"length mismatch: {name} has {arr.shape[0]} entries but {ref} has {n}; "
-                         f"give {n} values or a single value for all")
+        raise ValueError(
+            f"length mismatch: {name} has {arr.shape[0]} entries but {ref} has {n}; "
+            f"give {n} values or a single value for all"
+        )
     return arr
 
 
@@ -131,50 +135,84 @@ class Schedule(eqx.Module):
         for name in ("dose_time", "dose_amount", "dose_route", "dose_duration", "dose_ss", "dose_ii"):
             arr = getattr(self, name)
             if np.ndim(arr) != 1 or np.shape(arr)[0] != nd:
-                raise ValueError(f"length mismatch: {name} has shape {np.shape(arr)}, dose_time has {np.shape(self.dose_time)}")
+                raise ValueError(
+                    f"length mismatch: {name} has shape {np.shape(arr)}, dose_time has {np.shape(self.dose_time)}"
+                )
         ns = np.shape(self.session_start)[0] if np.ndim(self.session_start) == 1 else -1
-        for name in ("session_start", "session_duration", "session_pulses", "session_frequency_hz",
-                     "session_intensity", "session_pattern", "session_seizure"):
+        for name in (
+            "session_start",
+            "session_duration",
+            "session_pulses",
+            "session_frequency_hz",
+            "session_intensity",
+            "session_pattern",
+            "session_seizure",
+        ):
             arr = getattr(self, name)
             if np.ndim(arr) != 1 or np.shape(arr)[0] != ns:
-                raise ValueError(f"length mismatch: {name} has shape {np.shape(arr)}, session_start has {np.shape(self.session_start)}")
-        for name in ("dose_time", "dose_amount", "dose_duration", "dose_ii", "session_start",
-                     "session_duration", "session_pulses", "session_frequency_hz", "session_intensity"):
+                raise ValueError(
+                    f"length mismatch: {name} has shape {np.shape(arr)}, session_start has {np.shape(self.session_start)}"
+                )
+        for name in (
+            "dose_time",
+            "dose_amount",
+            "dose_duration",
+            "dose_ii",
+            "session_start",
+            "session_duration",
+            "session_pulses",
+            "session_frequency_hz",
+            "session_intensity",
+        ):
             arr = np.asarray(getattr(self, name), dtype=np.float64)
             strict = name == "session_duration"  # a session lasts > 0 h
             bad = ~np.isfinite(arr) | ((arr <= 0) if strict else (arr < 0))
             if bad.any():
                 i = int(np.argmax(bad))
-                raise ValueError(f"{name}[{i}]={float(arr[i])!r} is invalid: must be finite and {'>' if strict else '>='} 0")
+                raise ValueError(
+                    f"{name}[{i}]={float(arr[i])!r} is invalid: must be finite and {'>' if strict else '>='} 0"
+                )
         if np.any(np.diff(self.dose_time) < 0):
             i = int(np.argmax(np.diff(self.dose_time) < 0)) + 1
-            raise ValueError(f"dose_time is not sorted (dose_time[{i}]={float(self.dose_time[i])!r} < "
-                             f"dose_time[{i - 1}]={float(self.dose_time[i - 1])!r}); give non-decreasing times or "
-                             "use the Schedule builders, which sort stably")
+            raise ValueError(
+                f"dose_time is not sorted (dose_time[{i}]={float(self.dose_time[i])!r} < "
+                f"dose_time[{i - 1}]={float(self.dose_time[i - 1])!r}); give non-decreasing times or "
+                "use the Schedule builders, which sort stably"
+            )
         if np.any(np.diff(self.session_start) < 0):
             i = int(np.argmax(np.diff(self.session_start) < 0)) + 1
-            raise ValueError(f"session_start is not sorted (session_start[{i}]={float(self.session_start[i])!r} < "
-                             f"session_start[{i - 1}]={float(self.session_start[i - 1])!r}); give non-decreasing "
-                             "starts or use the Schedule builders, which sort stably")
+            raise ValueError(
+                f"session_start is not sorted (session_start[{i}]={float(self.session_start[i])!r} < "
+                f"session_start[{i - 1}]={float(self.session_start[i - 1])!r}); give non-decreasing "
+                "starts or use the Schedule builders, which sort stably"
+            )
         if nd and (np.any(self.dose_route < 0) or np.any(self.dose_route >= len(ROUTES))):
             raise ValueError(f"dose_route codes must be in 0..{len(ROUTES) - 1} ({ROUTES}), got {self.dose_route}")
         if ns and (np.any(self.session_pattern < 0) or np.any(self.session_pattern >= len(PATTERNS))):
-            raise ValueError(f"session_pattern codes must be in 0..{len(PATTERNS) - 1} ({PATTERNS}), got {self.session_pattern}")
+            raise ValueError(
+                f"session_pattern codes must be in 0..{len(PATTERNS) - 1} ({PATTERNS}), got {self.session_pattern}"
+            )
         infusion = self.dose_route == ROUTES.index("infusion")
         if np.any(infusion & (self.dose_duration <= 0)):
             i = int(np.argmax(infusion & (self.dose_duration <= 0)))
             raise ValueError(f"dose_duration[{i}]={float(self.dose_duration[i])!r} must be > 0 (hours) for an infusion")
         if np.any(~infusion & (self.dose_duration != 0)):
             i = int(np.argmax(~infusion & (self.dose_duration != 0)))
-            raise ValueError(f"dose_duration[{i}]={float(self.dose_duration[i])!r} must be 0 for route "
-                             f"{ROUTES[self.dose_route[i]]!r}; only 'infusion' doses have a duration")
+            raise ValueError(
+                f"dose_duration[{i}]={float(self.dose_duration[i])!r} must be 0 for route "
+                f"{ROUTES[self.dose_route[i]]!r}; only 'infusion' doses have a duration"
+            )
         if np.any(self.dose_ss & (self.dose_ii <= 0)):
             i = int(np.argmax(self.dose_ss & (self.dose_ii <= 0)))
-            raise ValueError(f"dose_ii[{i}]={float(self.dose_ii[i])!r} must be > 0 (hours) for a steady-state (ss) dose")
+            raise ValueError(
+                f"dose_ii[{i}]={float(self.dose_ii[i])!r} must be > 0 (hours) for a steady-state (ss) dose"
+            )
         if np.any(self.dose_ss & (self.dose_duration > self.dose_ii)):
             i = int(np.argmax(self.dose_ss & (self.dose_duration > self.dose_ii)))
-            raise ValueError(f"dose_duration[{i}]={float(self.dose_duration[i])!r} h of a steady-state infusion must be "
-                             f"<= its dosing interval dose_ii[{i}]={float(self.dose_ii[i])!r} h")
+            raise ValueError(
+                f"dose_duration[{i}]={float(self.dose_duration[i])!r} h of a steady-state infusion must be "
+                f"<= its dosing interval dose_ii[{i}]={float(self.dose_ii[i])!r} h"
+            )
         if ns:
             if np.any(self.session_duration <= 0):
                 i = int(np.argmax(self.session_duration <= 0))
@@ -183,9 +221,11 @@ class Schedule(eqx.Module):
             overlap = self.session_start[1:] < end[:-1] - 1e-12
             if overlap.any():
                 i = int(np.argmax(overlap)) + 1
-                raise ValueError(f"sessions overlap: session_start[{i}]={float(self.session_start[i])!r} h is before "
-                                 f"session {i - 1} ends at {float(end[i - 1])!r} h; each session must start at or "
-                                 "after the end of the previous one")
+                raise ValueError(
+                    f"sessions overlap: session_start[{i}]={float(self.session_start[i])!r} h is before "
+                    f"session {i - 1} ends at {float(end[i - 1])!r} h; each session must start at or "
+                    "after the end of the previous one"
+                )
 
     # ------------------------------------------------------------------ info
     @property
@@ -214,21 +254,59 @@ class Schedule(eqx.Module):
         """One row per event: kind, time_h, amount/route/duration or session fields."""
         import pandas as pd
 
-        rows = [dict(kind="dose", time_h=t, amount=a, amount_unit=self.amount_unit, route=ROUTES[r],
-                     duration_h=d, ss=bool(s), ii_h=ii)
-                for t, a, r, d, s, ii in zip(self.dose_time, self.dose_amount, self.dose_route,
-                                             self.dose_duration, self.dose_ss, self.dose_ii)]
-        rows += [dict(kind="session", time_h=t, duration_h=d, pulses=p, frequency_hz=f, intensity=i,
-                      pattern=PATTERNS[c], seizure=bool(z))
-                 for t, d, p, f, i, c, z in zip(self.session_start, self.session_duration, self.session_pulses,
-                                                self.session_frequency_hz, self.session_intensity,
-                                                self.session_pattern, self.session_seizure)]
+        rows = [
+            dict(
+                kind="dose",
+                time_h=t,
+                amount=a,
+                amount_unit=self.amount_unit,
+                route=ROUTES[r],
+                duration_h=d,
+                ss=bool(s),
+                ii_h=ii,
+            )
+            for t, a, r, d, s, ii in zip(
+                self.dose_time, self.dose_amount, self.dose_route, self.dose_duration, self.dose_ss, self.dose_ii
+            )
+        ]
+        rows += [
+            dict(
+                kind="session",
+                time_h=t,
+                duration_h=d,
+                pulses=p,
+                frequency_hz=f,
+                intensity=i,
+                pattern=PATTERNS[c],
+                seizure=bool(z),
+            )
+            for t, d, p, f, i, c, z in zip(
+                self.session_start,
+                self.session_duration,
+                self.session_pulses,
+                self.session_frequency_hz,
+                self.session_intensity,
+                self.session_pattern,
+                self.session_seizure,
+            )
+        ]
         return pd.DataFrame(rows).sort_values("time_h", kind="stable").reset_index(drop=True)
 
     # -------------------------------------------------------------- builders
     @classmethod
-    def doses(cls, times, amounts, route="oral", *, duration=0.0, unit: str = "mg", time_unit: str = "h",
-              ss=False, ii=0.0, label: str = "") -> "Schedule":
+    def doses(
+        cls,
+        times,
+        amounts,
+        route="oral",
+        *,
+        duration=0.0,
+        unit: str = "mg",
+        time_unit: str = "h",
+        ss=False,
+        ii=0.0,
+        label: str = "",
+    ) -> "Schedule":
         """An explicit list of doses. ``times``/``duration``/``ii`` in ``time_unit``; sorted stably by time.
 
         ``route`` and ``duration`` may be scalars or one entry per dose; infusions need
@@ -240,18 +318,29 @@ class Schedule(eqx.Module):
         a = _broadcast("amounts", amounts, n)
         r = _codes("route", route, ROUTES, n)
         if r.shape[0] != n:
-            raise ValueError(f"length mismatch: route has {r.shape[0]} entries but times has {n}; "
-                             f"give {n} routes or a single route for all")
+            raise ValueError(
+                f"length mismatch: route has {r.shape[0]} entries but times has {n}; "
+                f"give {n} routes or a single route for all"
+            )
         d = _broadcast("duration", duration, n) * h
         s = _broadcast("ss", ss, n, dtype=bool)
         i = _broadcast("ii", ii, n) * h
         order = np.argsort(t, kind="stable")
-        return cls(dose_time=t[order], dose_amount=a[order], dose_route=r[order], dose_duration=d[order],
-                   dose_ss=s[order], dose_ii=i[order], amount_unit=unit, label=label)
+        return cls(
+            dose_time=t[order],
+            dose_amount=a[order],
+            dose_route=r[order],
+            dose_duration=d[order],
+            dose_ss=s[order],
+            dose_ii=i[order],
+            amount_unit=unit,
+            label=label,
+        )
 
     @classmethod
-    def single_dose(cls, amount, route="oral", *, at=0.0, duration=0.0, unit="mg", time_unit="h",
-                    label="") -> "Schedule":
+    def single_dose(
+        cls, amount, route="oral", *, at=0.0, duration=0.0, unit="mg", time_unit="h", label=""
+    ) -> "Schedule":
         """One dose at time ``at`` (``time_unit``)."""
         return cls.doses([at], [amount], route, duration=duration, unit=unit, time_unit=time_unit, label=label)
 
@@ -261,8 +350,9 @@ class Schedule(eqx.Module):
         return cls.doses([at], [amount], "infusion", duration=duration, unit=unit, time_unit=time_unit, label=label)
 
     @classmethod
-    def repeated(cls, amount, every, n, *, start=0.0, route="oral", duration=0.0, unit="mg", time_unit="h",
-                 ss=False, label="") -> "Schedule":
+    def repeated(
+        cls, amount, every, n, *, start=0.0, route="oral", duration=0.0, unit="mg", time_unit="h", ss=False, label=""
+    ) -> "Schedule":
         """``n`` doses every ``every`` (NONMEM II; ``n`` = ADDL + 1) from ``start``.
 
         With ``ss=True`` the first dose is a steady-state dose (NONMEM SS=1): the system is at the
@@ -274,8 +364,9 @@ class Schedule(eqx.Module):
         times = start + every * np.arange(n)
         ss_flags = np.zeros(n, bool)
         ss_flags[0] = bool(ss)
-        return cls.doses(times, amount, route, duration=duration, unit=unit, time_unit=time_unit,
-                         ss=ss_flags, ii=every, label=label)
+        return cls.doses(
+            times, amount, route, duration=duration, unit=unit, time_unit=time_unit, ss=ss_flags, ii=every, label=label
+        )
 
     @classmethod
     def daily(cls, amount, days, *, loading_dose=None, route="oral", unit="mg", label="") -> "Schedule":
@@ -288,9 +379,24 @@ class Schedule(eqx.Module):
         return cls.doses(np.arange(days) * 24.0, amounts, route, unit=unit, label=label)
 
     @classmethod
-    def sessions(cls, *, per_day=1, days_per_week=5, weeks=1, gap=50.0, gap_unit="min", duration=3.0,
-                 duration_unit="min", pulses=600, frequency_hz=0.0, pattern="itbs", intensity=1.2,
-                 seizure=None, n=None, label="") -> "Schedule":
+    def sessions(
+        cls,
+        *,
+        per_day=1,
+        days_per_week=5,
+        weeks=1,
+        gap=50.0,
+        gap_unit="min",
+        duration=3.0,
+        duration_unit="min",
+        pulses=600,
+        frequency_hz=0.0,
+        pattern="itbs",
+        intensity=1.2,
+        seizure=None,
+        n=None,
+        label="",
+    ) -> "Schedule":
         """Device sessions: ``per_day`` sessions a day, ``gap`` between the starts of same-day
         sessions, on ``days_per_week`` days a week for ``weeks`` weeks; ``n`` caps the total. Five or
         more days a week are consecutive (Mon-Fri); fewer are spread (3/week: Mon, Wed, Fri).
@@ -303,13 +409,19 @@ class Schedule(eqx.Module):
             raise ValueError(f"days_per_week={days_per_week} must be <= 7")
         weeks = _whole("weeks", weeks)
         gap_h = check_finite("gap", gap, lo=0.0) * hours_per(gap_unit, field="gap_unit")
-        dur_h = check_finite("duration", duration, lo=0.0, lo_open=True) * hours_per(duration_unit, field="duration_unit")
+        dur_h = check_finite("duration", duration, lo=0.0, lo_open=True) * hours_per(
+            duration_unit, field="duration_unit"
+        )
         if per_day > 1 and gap_h < dur_h:
-            raise ValueError(f"gap={gap} {gap_unit} is shorter than the session duration={duration} {duration_unit}: "
-                             "sessions would overlap; the gap between same-day session starts must be >= the duration")
+            raise ValueError(
+                f"gap={gap} {gap_unit} is shorter than the session duration={duration} {duration_unit}: "
+                "sessions would overlap; the gap between same-day session starts must be >= the duration"
+            )
         if per_day > 1 and (per_day - 1) * gap_h + dur_h > 24.0:
-            raise ValueError(f"per_day={per_day} sessions with gap={gap} {gap_unit} do not fit in one day; "
-                             "(per_day - 1) * gap + duration must be <= 24 h")
+            raise ValueError(
+                f"per_day={per_day} sessions with gap={gap} {gap_unit} do not fit in one day; "
+                "(per_day - 1) * gap + duration must be <= 24 h"
+            )
         # 5/week -> Mon-Fri (consecutive weekdays, as clinical rTMS); fewer than 5 are spread over the
         # week (3/week -> Mon, Wed, Fri; 2/week -> Mon, Thu); 6-7/week -> consecutive days.
         if days_per_week in (1, 2, 3, 4):
@@ -321,23 +433,46 @@ class Schedule(eqx.Module):
         if n is not None:
             n = _whole("n", n)
             if n > starts.shape[0]:
-                raise ValueError(f"n={n} sessions requested but the schedule holds only {starts.shape[0]} "
-                                 f"({per_day}/day x {days_per_week} days/week x {weeks} weeks)")
+                raise ValueError(
+                    f"n={n} sessions requested but the schedule holds only {starts.shape[0]} "
+                    f"({per_day}/day x {days_per_week} days/week x {weeks} weeks)"
+                )
             starts = starts[:n]
-        return cls.session_list(starts, duration=dur_h, pulses=pulses, frequency_hz=frequency_hz, pattern=pattern,
-                                intensity=intensity, seizure=seizure, label=label)
+        return cls.session_list(
+            starts,
+            duration=dur_h,
+            pulses=pulses,
+            frequency_hz=frequency_hz,
+            pattern=pattern,
+            intensity=intensity,
+            seizure=seizure,
+            label=label,
+        )
 
     @classmethod
-    def session_list(cls, starts, *, duration, pulses=0, frequency_hz=0.0, pattern="itbs", intensity=1.2,
-                     seizure=None, time_unit="h", label="") -> "Schedule":
+    def session_list(
+        cls,
+        starts,
+        *,
+        duration,
+        pulses=0,
+        frequency_hz=0.0,
+        pattern="itbs",
+        intensity=1.2,
+        seizure=None,
+        time_unit="h",
+        label="",
+    ) -> "Schedule":
         """An explicit list of sessions starting at ``starts`` with ``duration`` (both ``time_unit``)."""
         h = hours_per(time_unit)
         t = _as_1d("starts", starts) * h
         n = t.shape[0]
         pat = _codes("pattern", pattern, PATTERNS, n)
         if pat.shape[0] != n:
-            raise ValueError(f"length mismatch: pattern has {pat.shape[0]} entries but starts has {n}; "
-                             f"give {n} patterns or a single pattern for all")
+            raise ValueError(
+                f"length mismatch: pattern has {pat.shape[0]} entries but starts has {n}; "
+                f"give {n} patterns or a single pattern for all"
+            )
         if seizure is None:
             seizure = np.isin(pat, [PATTERNS.index("ect"), PATTERNS.index("mst")])
         order = np.argsort(t, kind="stable")
@@ -358,23 +493,40 @@ class Schedule(eqx.Module):
         if not isinstance(other, Schedule):
             return NotImplemented
         if self.n_doses and other.n_doses and self.amount_unit != other.amount_unit:
-            raise ValueError(f"cannot merge schedules in amount_unit={self.amount_unit!r} and amount_unit="
-                             f"{other.amount_unit!r}; both must use the same amount_unit (build both in one unit)")
+            raise ValueError(
+                f"cannot merge schedules in amount_unit={self.amount_unit!r} and amount_unit="
+                f"{other.amount_unit!r}; both must use the same amount_unit (build both in one unit)"
+            )
         unit = self.amount_unit if self.n_doses else other.amount_unit
         od = np.argsort(np.concatenate([self.dose_time, other.dose_time]), kind="stable")
         os_ = np.argsort(np.concatenate([self.session_start, other.session_start]), kind="stable")
         cat = lambda name, order: np.concatenate([getattr(self, name), getattr(other, name)])[order]  # noqa: E731
         return Schedule(
-            **{n: cat(n, od) for n in ("dose_time", "dose_amount", "dose_route", "dose_duration", "dose_ss", "dose_ii")},
-            **{n: cat(n, os_) for n in ("session_start", "session_duration", "session_pulses", "session_frequency_hz",
-                                        "session_intensity", "session_pattern", "session_seizure")},
-            amount_unit=unit, label=" + ".join(x for x in (self.label, other.label) if x))
+            **{
+                n: cat(n, od) for n in ("dose_time", "dose_amount", "dose_route", "dose_duration", "dose_ss", "dose_ii")
+            },
+            **{
+                n: cat(n, os_)
+                for n in (
+                    "session_start",
+                    "session_duration",
+                    "session_pulses",
+                    "session_frequency_hz",
+                    "session_intensity",
+                    "session_pattern",
+                    "session_seizure",
+                )
+            },
+            amount_unit=unit,
+            label=" + ".join(x for x in (self.label, other.label) if x),
+        )
 
     def shift(self, dt: float, *, time_unit: str = "h") -> "Schedule":
         """The same schedule ``dt`` later (``dt`` >= -first event time)."""
         dt_h = check_finite("dt", dt) * hours_per(time_unit)
         firsts = ([float(self.dose_time.min())] if self.n_doses else []) + (
-            [float(self.session_start.min())] if self.n_sessions else [])
+            [float(self.session_start.min())] if self.n_sessions else []
+        )
         first = min(firsts, default=0.0)
         if first + dt_h < 0:
             raise ValueError(f"shift dt={dt} {time_unit} would move the first event ({first:g} h) before time 0")

@@ -120,8 +120,9 @@ def _session_features(s: Schedule, i: int) -> np.ndarray:
     return feat
 
 
-def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | None = None,
-                  save_slots: int = SAVE_SLOTS) -> SegmentTable:
+def segment_table(
+    model: Model, schedule: Schedule, times, *, n_segments: int | None = None, save_slots: int = SAVE_SLOTS
+) -> SegmentTable:
     """Cut ``schedule`` and save ``times`` (hours) into a padded :class:`SegmentTable` for ``model``.
 
     ``n_segments`` forces the padded length (it must be at least the number needed); by default
@@ -132,15 +133,17 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
     t = check_times(times)
     for r in np.unique(schedule.dose_route):
         if not model.accepts_route(ROUTES[r]):
-            raise ValueError(f"{type(model).__name__} cannot take route {ROUTES[r]!r} (e.g. an oral dose needs "
-                             "an absorption rate ka); valid routes for it: "
-                             f"{[x for x in ROUTES if model.accepts_route(x)]}")
+            raise ValueError(
+                f"{type(model).__name__} cannot take route {ROUTES[r]!r} (e.g. an oral dose needs "
+                "an absorption rate ka); valid routes for it: "
+                f"{[x for x in ROUTES if model.accepts_route(x)]}"
+            )
     scale = amount_factor(schedule.amount_unit, model.dose_unit) if schedule.n_doses else 1.0
     t_last = float(t[-1])
 
-    bolus_ev: list[tuple[float, int, float]] = []     # (time, route, amount)
+    bolus_ev: list[tuple[float, int, float]] = []  # (time, route, amount)
     rate_ev: list[tuple[float, float, int, float]] = []  # (start, end, route, rate)
-    ss_ev: list[tuple[float, int, float]] = []        # (time, dose index, lag)
+    ss_ev: list[tuple[float, int, float]] = []  # (time, dose index, lag)
     for i in range(schedule.n_doses):
         route = ROUTES[schedule.dose_route[i]]
         amt = float(schedule.dose_amount[i]) * scale
@@ -148,20 +151,26 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
         lag = float(model.lag(route))
         if schedule.dose_ss[i]:
             if lag >= schedule.dose_ii[i]:
-                raise ValueError(f"dose {i}: lag time {lag} h must be shorter than the steady-state interval ii={schedule.dose_ii[i]} h")
+                raise ValueError(
+                    f"dose {i}: lag time {lag} h must be shorter than the steady-state interval ii={schedule.dose_ii[i]} h"
+                )
             ss_ev.append((t_dose, i, lag))
         if route == "infusion":
             d = float(schedule.dose_duration[i])
             rate_ev.append((t_dose, t_dose + d, schedule.dose_route[i], amt / d))
         else:
             bolus_ev.append((t_dose + lag, schedule.dose_route[i], amt))
-    sess = [(float(schedule.session_start[i]), float(schedule.session_start[i] + schedule.session_duration[i]), i)
-            for i in range(schedule.n_sessions)]
+    sess = [
+        (float(schedule.session_start[i]), float(schedule.session_start[i] + schedule.session_duration[i]), i)
+        for i in range(schedule.n_sessions)
+    ]
 
     # Unit conversions leave round-off (0.1 d -> 2.4000000000000004 h): a save time within 1e-9 h of
     # an event is treated as at the event (so it reports the post-event state).
-    ev_all = np.array([b[0] for b in bolus_ev] + [r[0] for r in rate_ev] + [s_[0] for s_ in ss_ev]
-                      + [s_[0] for s_ in sess], dtype=np.float64)
+    ev_all = np.array(
+        [b[0] for b in bolus_ev] + [r[0] for r in rate_ev] + [s_[0] for s_ in ss_ev] + [s_[0] for s_ in sess],
+        dtype=np.float64,
+    )
     if ev_all.size:
         evs = np.unique(ev_all)  # unique: coincident doses must not hide a neighbour 1e-16 h away
         j = np.clip(np.searchsorted(evs, t), 1, evs.size) - 1
@@ -169,8 +178,14 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
             close = np.abs(evs[cand] - t) <= 1e-9
             t = np.where(close, evs[cand], t)
         t_last = float(t[-1])
-    event_times = ([b[0] for b in bolus_ev] + [r[0] for r in rate_ev] + [r[1] for r in rate_ev]
-                   + [s[0] for s in ss_ev] + [s[0] for s in sess] + [s[1] for s in sess])
+    event_times = (
+        [b[0] for b in bolus_ev]
+        + [r[0] for r in rate_ev]
+        + [r[1] for r in rate_ev]
+        + [s[0] for s in ss_ev]
+        + [s[0] for s in sess]
+        + [s[1] for s in sess]
+    )
     t_begin = min([float(t[0])] + event_times)
     bounds = np.unique(np.array([t_begin] + [e for e in event_times if e <= t_last], dtype=np.float64))
     ends = np.append(bounds[1:], t_last)
@@ -229,7 +244,7 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
     rows: list[tuple[int, float, float, np.ndarray]] = []  # (event segment, t0, t1, save positions)
     for k in range(m):
         pos = np.nonzero(seg_idx == k)[0]
-        chunks = [pos[j:j + save_slots] for j in range(0, max(len(pos), 1), save_slots)]
+        chunks = [pos[j : j + save_slots] for j in range(0, max(len(pos), 1), save_slots)]
         for j, chunk in enumerate(chunks):
             start = bounds[k] if j == 0 else float(t[chunk[0]])
             end = ends[k] if j == len(chunks) - 1 else float(t[chunks[j + 1][0]])
@@ -255,16 +270,27 @@ def segment_table(model: Model, schedule: Schedule, times, *, n_segments: int | 
     for row, (_k, start, end, chunk) in enumerate(rows):
         t0[row], t1[row] = start, end
         save_ts[row, :] = end
-        save_ts[row, :len(chunk)] = t[chunk]
+        save_ts[row, : len(chunk)] = t[chunk]
         save_index[chunk] = row * save_slots + np.arange(len(chunk))
 
     return SegmentTable(
-        t0=jnp.asarray(t0), t1=jnp.asarray(t1), bolus=jnp.asarray(expand(bolus)), rate=jnp.asarray(expand(rate, persist=True)),
-        session=jnp.asarray(expand(session, persist=True)), onset=jnp.asarray(expand(onset)), ss=jnp.asarray(expand(ss)),
-        ss_bolus=jnp.asarray(expand(ss_bolus)), ss_rate=jnp.asarray(expand(ss_rate)),
-        ss_duration=jnp.asarray(expand(ss_duration)), ss_ii=jnp.asarray(expand(ss_ii, 1.0)),
-        ss_lag=jnp.asarray(expand(ss_lag)), save_ts=jnp.asarray(save_ts), save_index=jnp.asarray(save_index),
-        has_ss=bool(ss.any()), has_sessions=bool(len(sess)))
+        t0=jnp.asarray(t0),
+        t1=jnp.asarray(t1),
+        bolus=jnp.asarray(expand(bolus)),
+        rate=jnp.asarray(expand(rate, persist=True)),
+        session=jnp.asarray(expand(session, persist=True)),
+        onset=jnp.asarray(expand(onset)),
+        ss=jnp.asarray(expand(ss)),
+        ss_bolus=jnp.asarray(expand(ss_bolus)),
+        ss_rate=jnp.asarray(expand(ss_rate)),
+        ss_duration=jnp.asarray(expand(ss_duration)),
+        ss_ii=jnp.asarray(expand(ss_ii, 1.0)),
+        ss_lag=jnp.asarray(expand(ss_lag)),
+        save_ts=jnp.asarray(save_ts),
+        save_index=jnp.asarray(save_index),
+        has_ss=bool(ss.any()),
+        has_sessions=bool(len(sess)),
+    )
 
 
 def default_solver() -> dfx.AbstractSolver:  # noqa: D401
@@ -278,9 +304,18 @@ def default_solver() -> dfx.AbstractSolver:  # noqa: D401
 STATUS = {0: "ok", 1: "maximum number of solver steps reached", 2: "solver failure or non-finite state"}
 
 
-def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | None = None, rtol: float = 1e-8,
-          atol: float = 1e-12, max_steps: int = 100_000, adjoint: dfx.AbstractAdjoint | None = None,
-          dtmax: float | None = None, method: str = "auto") -> tuple[Float[Array, "N states"], Int[Array, ""], Int[Array, ""]]:
+def solve(
+    model: Model,
+    table: SegmentTable,
+    *,
+    solver: dfx.AbstractSolver | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    max_steps: int = 100_000,
+    adjoint: dfx.AbstractAdjoint | None = None,
+    dtmax: float | None = None,
+    method: str = "auto",
+) -> tuple[Float[Array, "N states"], Int[Array, ""], Int[Array, ""]]:
     """Integrate ``model`` over a :class:`SegmentTable`. Pure: ``jit``, ``vmap`` and ``grad`` pass through.
 
     ``method="auto"`` propagates linear models (those with a ``propagate`` method, e.g. every
@@ -294,7 +329,9 @@ def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | Non
         raise ValueError(f"method={method!r} is not known; valid: 'auto', 'ode', 'exact'")
     exact = hasattr(model, "propagate") and method != "ode"
     if method == "exact" and not exact:
-        raise ValueError(f"method='exact' needs a linear model with a propagate method; {type(model).__name__} has none")
+        raise ValueError(
+            f"method='exact' needs a linear model with a propagate method; {type(model).__name__} has none"
+        )
     solver = model.default_solver() if solver is None else solver
     adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     controller = dfx.PIDController(rtol=rtol, atol=atol, dtmax=dtmax)
@@ -310,9 +347,14 @@ def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | Non
             on = seg["ss"] > 0
             # Double where: segments without an SS dose evaluate a harmless dummy steady state
             # (ii = 24 h, no dose) so that no NaN can flow back through the unused branch.
-            y_ss = model.steady_state(y, jnp.where(on, seg["ss_bolus"], 0.0), jnp.where(on, seg["ss_rate"], 0.0),
-                                      jnp.where(on, seg["ss_duration"], 0.0), jnp.where(on, seg["ss_ii"], 24.0),
-                                      jnp.where(on, seg["ss_lag"], 0.0))
+            y_ss = model.steady_state(
+                y,
+                jnp.where(on, seg["ss_bolus"], 0.0),
+                jnp.where(on, seg["ss_rate"], 0.0),
+                jnp.where(on, seg["ss_duration"], 0.0),
+                jnp.where(on, seg["ss_ii"], 24.0),
+                jnp.where(on, seg["ss_lag"], 0.0),
+            )
             y = jnp.where(on, y_ss, y)
         y = model.dose(y, seg["bolus"])
         if table.has_sessions:
@@ -323,21 +365,48 @@ def solve(model: Model, table: SegmentTable, *, solver: dfx.AbstractSolver | Non
             code = jnp.where(jnp.all(jnp.isfinite(ys)), 0, 2)
             return (ys[-1], jnp.maximum(status, code)), (ys[:-1], jnp.asarray(0))
         sol = dfx.diffeqsolve(
-            term, solver, seg["t0"], seg["t1"], None, y, args=(seg["rate"], seg["session"], status != 0),
+            term,
+            solver,
+            seg["t0"],
+            seg["t1"],
+            None,
+            y,
+            args=(seg["rate"], seg["session"], status != 0),
             saveat=dfx.SaveAt(subs=[dfx.SubSaveAt(ts=seg["save_ts"]), dfx.SubSaveAt(t1=True)]),
-            stepsize_controller=controller, max_steps=max_steps, throw=False, adjoint=adjoint)
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            throw=False,
+            adjoint=adjoint,
+        )
         ys, y_end = sol.ys
         y_end = y_end[0]
-        code = jnp.where(sol.result == dfx.RESULTS.successful, 0,
-                         jnp.where(sol.result == dfx.RESULTS.max_steps_reached, 1, 2))
+        code = jnp.where(
+            sol.result == dfx.RESULTS.successful, 0, jnp.where(sol.result == dfx.RESULTS.max_steps_reached, 1, 2)
+        )
         code = jnp.where((code == 0) & ~jnp.all(jnp.isfinite(ys)), 2, code)
         # NaN is never diffrax's fill for save times a failed solve did not reach (that is inf):
         # a NaN state is the diagnosis even when it also exhausted the steps
         code = jnp.where(jnp.any(jnp.isnan(ys)) | jnp.any(jnp.isnan(y_end)), 2, code)
         return (y_end, jnp.maximum(status, code)), (ys, sol.stats["num_accepted_steps"])
 
-    segs = {name: getattr(table, name) for name in ("t0", "t1", "bolus", "rate", "session", "onset", "ss", "ss_bolus",
-                                                     "ss_rate", "ss_duration", "ss_ii", "ss_lag", "save_ts")}
+    segs = {
+        name: getattr(table, name)
+        for name in (
+            "t0",
+            "t1",
+            "bolus",
+            "rate",
+            "session",
+            "onset",
+            "ss",
+            "ss_bolus",
+            "ss_rate",
+            "ss_duration",
+            "ss_ii",
+            "ss_lag",
+            "save_ts",
+        )
+    }
     y0 = model.initial_state()
     (_, status), (ys, steps) = jax.lax.scan(step, (y0, jnp.asarray(0)), segs)
     ys = ys.reshape((-1, y0.shape[0]))[table.save_index]
@@ -370,8 +439,13 @@ def as_arrays(model: Model) -> Model:
     """Model with every float leaf as a float64 array, so that new parameter values reuse the
     compiled function instead of recompiling (``filter_jit`` treats Python floats as static)."""
     return jax.tree_util.tree_map(
-        lambda x: jnp.asarray(x, dtype=jnp.float64) if isinstance(x, (float, int, np.floating, np.integer))
-        and not isinstance(x, bool) else x, model)
+        lambda x: (
+            jnp.asarray(x, dtype=jnp.float64)
+            if isinstance(x, (float, int, np.floating, np.integer)) and not isinstance(x, bool)
+            else x
+        ),
+        model,
+    )
 
 
 def _raise_on_failure(status, where: str):
@@ -382,10 +456,15 @@ def _raise_on_failure(status, where: str):
         bad = np.nonzero(np.atleast_1d(status))[0]
         code = int(np.atleast_1d(status)[bad[0]])
         who = f" (subjects {bad[:10].tolist()}{'...' if len(bad) > 10 else ''})" if status.ndim else ""
-        advice = ("increase max_steps, loosen rtol/atol, or use the stiff default solver"
-                  if code == 1 else "check the parameters for non-finite or extreme values")
-        raise SolverError(f"{where}: {STATUS[code]}{who}. Try: {advice}; or pass throw=False to get a "
-                          "Trajectory with .status set instead of an error.")
+        advice = (
+            "increase max_steps, loosen rtol/atol, or use the stiff default solver"
+            if code == 1
+            else "check the parameters for non-finite or extreme values"
+        )
+        raise SolverError(
+            f"{where}: {STATUS[code]}{who}. Try: {advice}; or pass throw=False to get a "
+            "Trajectory with .status set instead of an error."
+        )
 
 
 def _options(solver, rtol, atol, max_steps, adjoint, dtmax, method):
@@ -397,14 +476,31 @@ def _options(solver, rtol, atol, max_steps, adjoint, dtmax, method):
         raise ValueError(f"max_steps={max_steps!r} must be >= 1")
     if method not in ("auto", "ode", "exact"):
         raise ValueError(f"method={method!r} is not known; valid: 'auto', 'ode', 'exact'")
-    return dict(solver=solver, rtol=float(rtol), atol=float(atol), max_steps=int(max_steps), adjoint=adjoint,
-                dtmax=None if dtmax is None else float(dtmax), method=method)
+    return dict(
+        solver=solver,
+        rtol=float(rtol),
+        atol=float(atol),
+        max_steps=int(max_steps),
+        adjoint=adjoint,
+        dtmax=None if dtmax is None else float(dtmax),
+        method=method,
+    )
 
 
-def simulate(model: Model, schedule: Schedule, times, *, solver: dfx.AbstractSolver | None = None,
-             rtol: float = 1e-8, atol: float = 1e-12, max_steps: int = 100_000,
-             adjoint: dfx.AbstractAdjoint | None = None, dtmax: float | None = None, method: str = "auto",
-             throw: bool = True) -> Trajectory:
+def simulate(
+    model: Model,
+    schedule: Schedule,
+    times,
+    *,
+    solver: dfx.AbstractSolver | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    max_steps: int = 100_000,
+    adjoint: dfx.AbstractAdjoint | None = None,
+    dtmax: float | None = None,
+    method: str = "auto",
+    throw: bool = True,
+) -> Trajectory:
     """Simulate ``model`` under ``schedule`` and return the states and outputs at ``times``.
 
     **Main arguments**
@@ -435,13 +531,19 @@ def simulate(model: Model, schedule: Schedule, times, *, solver: dfx.AbstractSol
     opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(model))
     if throw and not traced:  # a NaN rate constant would otherwise reject every step until max_steps
-        bad = [f"{jax.tree_util.keystr(path)} = {np.asarray(x).tolist()}"
-               for path, x in jax.tree_util.tree_leaves_with_path(model)
-               if isinstance(x, (float, int, np.ndarray, jax.Array)) and not isinstance(x, bool)
-               and np.issubdtype(np.asarray(x).dtype, np.number) and not np.all(np.isfinite(np.asarray(x)))]
+        bad = [
+            f"{jax.tree_util.keystr(path)} = {np.asarray(x).tolist()}"
+            for path, x in jax.tree_util.tree_leaves_with_path(model)
+            if isinstance(x, (float, int, np.ndarray, jax.Array))
+            and not isinstance(x, bool)
+            and np.issubdtype(np.asarray(x).dtype, np.number)
+            and not np.all(np.isfinite(np.asarray(x)))
+        ]
         if bad:
-            raise SolverError(f"simulate: non-finite model parameter(s) {', '.join(bad)}; every parameter must be "
-                              "a finite number: check the parameters (pass throw=False to get a Trajectory with .status instead)")
+            raise SolverError(
+                f"simulate: non-finite model parameter(s) {', '.join(bad)}; every parameter must be "
+                "a finite number: check the parameters (pass throw=False to get a Trajectory with .status instead)"
+            )
     if traced:  # inside a user's jit/vmap/grad: stay traceable, no compile cache
         ys, status, steps = solve(model, table, **opts)
     else:
@@ -462,9 +564,13 @@ def stack(models) -> Model:
 def _broadcast_model(model: Model, n: int) -> Model:
     """``stack([model] * n)`` without n Python-level copies (float leaves broadcast to (n, ...))."""
     return jax.tree_util.tree_map(
-        lambda x: jnp.broadcast_to(jnp.asarray(x, dtype=jnp.float64), (n,) + jnp.shape(x))
-        if eqx.is_array(x) or (isinstance(x, (float, int, np.floating, np.integer)) and not isinstance(x, bool))
-        else x, model)
+        lambda x: (
+            jnp.broadcast_to(jnp.asarray(x, dtype=jnp.float64), (n,) + jnp.shape(x))
+            if eqx.is_array(x) or (isinstance(x, (float, int, np.floating, np.integer)) and not isinstance(x, bool))
+            else x
+        ),
+        model,
+    )
 
 
 def _fit_save_slots(proto: Model, schedule: Schedule, times, table: SegmentTable) -> SegmentTable:
@@ -490,8 +596,10 @@ def population_devices(devices=None) -> list:
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         avail = jax.devices()
         if not 1 <= int(devices) <= len(avail):
-            raise ValueError(f"devices={devices} must be between 1 and the {len(avail)} available device(s); "
-                             "on a CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax")
+            raise ValueError(
+                f"devices={devices} must be between 1 and the {len(avail)} available device(s); "
+                "on a CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax"
+            )
         return list(avail[: int(devices)])
     devices = list(devices)
     if not devices:
@@ -513,8 +621,9 @@ def _population_fn(table_batched: bool, devices: tuple, options: dict):
         key = None
     if key is not None and key in _POPULATION:
         return _POPULATION[key]
-    vm = eqx.filter_vmap(functools.partial(solve, **options),
-                         in_axes=(eqx.if_array(0), eqx.if_array(0) if table_batched else None))
+    vm = eqx.filter_vmap(
+        functools.partial(solve, **options), in_axes=(eqx.if_array(0), eqx.if_array(0) if table_batched else None)
+    )
     if len(devices) == 1:
         fn = eqx.filter_jit(vm)
     else:
@@ -526,8 +635,10 @@ def _population_fn(table_batched: bool, devices: tuple, options: dict):
         def run(model, table):
             dyn_m, static_m = eqx.partition(model, eqx.is_array)
             dyn_t, static_t = eqx.partition(table, eqx.is_array)
-            specs = (jax.tree_util.tree_map(lambda _: sub, dyn_m),
-                     jax.tree_util.tree_map(lambda _: sub if table_batched else rep, dyn_t))
+            specs = (
+                jax.tree_util.tree_map(lambda _: sub, dyn_m),
+                jax.tree_util.tree_map(lambda _: sub if table_batched else rep, dyn_t),
+            )
 
             def local(dm, dt):
                 return vm(eqx.combine(dm, static_m), eqx.combine(dt, static_t))
@@ -554,11 +665,22 @@ def _auto_chunk(table: SegmentTable, n_states: int, n_dev: int) -> int:
     return max(n_dev, chunk - chunk % n_dev)
 
 
-def simulate_population(model: Model, schedules, times, *, solver: dfx.AbstractSolver | None = None,
-                        rtol: float = 1e-8, atol: float = 1e-12, max_steps: int = 100_000,
-                        adjoint: dfx.AbstractAdjoint | None = None, dtmax: float | None = None,
-                        method: str = "auto", throw: bool = True, devices=None,
-                        chunk_size: int | None = None) -> Trajectory:
+def simulate_population(
+    model: Model,
+    schedules,
+    times,
+    *,
+    solver: dfx.AbstractSolver | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    max_steps: int = 100_000,
+    adjoint: dfx.AbstractAdjoint | None = None,
+    dtmax: float | None = None,
+    method: str = "auto",
+    throw: bool = True,
+    devices=None,
+    chunk_size: int | None = None,
+) -> Trajectory:
     """Simulate many subjects in one compiled, vmapped call.
 
     ``model``: a batched model (see :func:`stack`; every array leaf has a leading subject axis),
@@ -601,8 +723,9 @@ def simulate_population(model: Model, schedules, times, *, solver: dfx.AbstractS
         subject_table[i] = j
     tables = [segment_table(proto, s, times) for s in uniq]
     size = max(tb.n_segments for tb in tables)
-    tables = [tb if tb.n_segments == size else segment_table(proto, s, times, n_segments=size)
-              for tb, s in zip(tables, uniq)]
+    tables = [
+        tb if tb.n_segments == size else segment_table(proto, s, times, n_segments=size) for tb, s in zip(tables, uniq)
+    ]
     if len(tables) == 1:
         tables = [_fit_save_slots(proto, uniq[0], times, tables[0])]
     has_ss = any(tb.has_ss for tb in tables)
@@ -629,8 +752,11 @@ def simulate_population(model: Model, schedules, times, *, solver: dfx.AbstractS
         idx = np.where(idx < n, idx, n - 1)  # pad the last chunk with copies of the last subject
         whole = lo == 0 and chunk == n
         m_c = model if whole else jax.tree_util.tree_map(lambda x: x[idx] if eqx.is_array(x) else x, model)
-        t_c = table_all if shared else jax.tree_util.tree_map(
-            lambda x: x[subject_table[idx]] if eqx.is_array(x) else x, table_all)
+        t_c = (
+            table_all
+            if shared
+            else jax.tree_util.tree_map(lambda x: x[subject_table[idx]] if eqx.is_array(x) else x, table_all)
+        )
         ys, status, steps = fn(m_c, t_c)
         keep = min(chunk, n - lo)
         if keep < chunk:

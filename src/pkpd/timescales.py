@@ -71,7 +71,9 @@ def metrics(times, change, *, horizon_h: float | None = None) -> dict[str, np.nd
     single = c.ndim == 1
     c = np.atleast_2d(c)
     if t.ndim != 1 or c.shape[1] != t.size or t.size < 2:
-        raise ValueError(f"times (shape {t.shape}) and change (shape {np.shape(change)}) must share the time axis (>= 2 points)")
+        raise ValueError(
+            f"times (shape {t.shape}) and change (shape {np.shape(change)}) must share the time axis (>= 2 points)"
+        )
     if np.any(np.diff(t) <= 0) or not np.all(np.isfinite(t)):
         raise ValueError("times must be finite and strictly increasing")
     if horizon_h is not None:
@@ -122,7 +124,9 @@ def cumulative_half_time(times, rate, until_h) -> np.ndarray:
     t = np.asarray(times, dtype=float)
     r = np.atleast_2d(np.asarray(rate, dtype=float))
     until = np.broadcast_to(np.asarray(until_h, dtype=float), (r.shape[0],))
-    cum = np.concatenate([np.zeros((r.shape[0], 1)), np.cumsum(0.5 * (r[:, 1:] + r[:, :-1]) * np.diff(t), axis=1)], axis=1)
+    cum = np.concatenate(
+        [np.zeros((r.shape[0], 1)), np.cumsum(0.5 * (r[:, 1:] + r[:, :-1]) * np.diff(t), axis=1)], axis=1
+    )
     total = np.array([np.interp(u, t, row) for u, row in zip(until, cum)])
     out = _first_crossing(t, cum, 0.5 * total)
     return np.where(total > 0, out, np.nan)

@@ -59,16 +59,19 @@ class Trajectory:
         derived = self._derived()
         if name in derived:
             return derived[name]
-        raise KeyError(f"readout {name!r} is not a state or output of {type(self.model).__name__}; "
-                       f"available: {list(self.names)}")
+        raise KeyError(
+            f"readout {name!r} is not a state or output of {type(self.model).__name__}; available: {list(self.names)}"
+        )
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
 
     def __repr__(self) -> str:
         shape = np.shape(self.states)
-        return (f"Trajectory({type(self.model).__name__}, {shape[-2]} times from {float(self.times[0]):g} to "
-                f"{float(self.times[-1]):g} h{f', {shape[0]} subjects' if len(shape) == 3 else ''}, names={list(self.names)})")
+        return (
+            f"Trajectory({type(self.model).__name__}, {shape[-2]} times from {float(self.times[0]):g} to "
+            f"{float(self.times[-1]):g} h{f', {shape[0]} subjects' if len(shape) == 3 else ''}, names={list(self.names)})"
+        )
 
     def to_pandas(self):
         """A wide DataFrame: ``time_h`` (and ``subject`` for a population) plus one column per name."""
@@ -78,5 +81,10 @@ class Trajectory:
         if np.ndim(self.states) == 2:
             return pd.DataFrame({"time_h": np.asarray(self.times), **cols})
         n_sub, n_t = np.shape(self.states)[:2]
-        return pd.DataFrame({"subject": np.repeat(np.arange(n_sub), n_t), "time_h": np.tile(np.asarray(self.times), n_sub),
-                             **{k: v.reshape(-1) for k, v in cols.items()}})
+        return pd.DataFrame(
+            {
+                "subject": np.repeat(np.arange(n_sub), n_t),
+                "time_h": np.tile(np.asarray(self.times), n_sub),
+                **{k: v.reshape(-1) for k, v in cols.items()},
+            }
+        )

@@ -23,35 +23,52 @@ from .stimulation import StimulationDriver
 @dataclass(frozen=True)
 class Modality:
     name: str
-    family: str          # psychedelic | ketamine | ssri | stimulation | seizure
-    drug: str | None     # drug card name, None for devices
+    family: str  # psychedelic | ketamine | ssri | stimulation | seizure
+    drug: str | None  # drug card name, None for devices
     description: str
 
 
-MODALITIES: dict[str, Modality] = {m.name: m for m in [
-    Modality("psilocybin", "psychedelic", "psilocybin", "oral psilocybin (prodrug of psilocin)"),
-    Modality("lsd", "psychedelic", "lsd", "oral LSD"),
-    Modality("dmt", "psychedelic", "dmt", "intravenous DMT"),
-    Modality("ketamine", "ketamine", "ketamine", "racemic ketamine, IV infusion (i.p. in rodents)"),
-    Modality("fluoxetine", "ssri", "fluoxetine", "oral fluoxetine with norfluoxetine"),
-    Modality("escitalopram", "ssri", "escitalopram", "oral escitalopram"),
-    Modality("sertraline", "ssri", "sertraline", "oral sertraline"),
-    Modality("rtms_10hz", "stimulation", None, "10 Hz rTMS"),
-    Modality("rtms_1hz", "stimulation", None, "1 Hz rTMS"),
-    Modality("itbs", "stimulation", None, "intermittent theta-burst stimulation"),
-    Modality("ctbs", "stimulation", None, "continuous theta-burst stimulation"),
-    Modality("accelerated_itbs", "stimulation", None, "accelerated iTBS (SAINT-like)"),
-    Modality("ect", "seizure", None, "electroconvulsive therapy"),
-    Modality("mst", "seizure", None, "magnetic seizure therapy"),
-]}
+MODALITIES: dict[str, Modality] = {
+    m.name: m
+    for m in [
+        Modality("psilocybin", "psychedelic", "psilocybin", "oral psilocybin (prodrug of psilocin)"),
+        Modality("lsd", "psychedelic", "lsd", "oral LSD"),
+        Modality("dmt", "psychedelic", "dmt", "intravenous DMT"),
+        Modality("ketamine", "ketamine", "ketamine", "racemic ketamine, IV infusion (i.p. in rodents)"),
+        Modality("fluoxetine", "ssri", "fluoxetine", "oral fluoxetine with norfluoxetine"),
+        Modality("escitalopram", "ssri", "escitalopram", "oral escitalopram"),
+        Modality("sertraline", "ssri", "sertraline", "oral sertraline"),
+        Modality("rtms_10hz", "stimulation", None, "10 Hz rTMS"),
+        Modality("rtms_1hz", "stimulation", None, "1 Hz rTMS"),
+        Modality("itbs", "stimulation", None, "intermittent theta-burst stimulation"),
+        Modality("ctbs", "stimulation", None, "continuous theta-burst stimulation"),
+        Modality("accelerated_itbs", "stimulation", None, "accelerated iTBS (SAINT-like)"),
+        Modality("ect", "seizure", None, "electroconvulsive therapy"),
+        Modality("mst", "seizure", None, "magnetic seizure therapy"),
+    ]
+}
 
-_DRIVERS = {"psychedelic": PsychedelicDriver, "ketamine": KetamineDriver, "ssri": SSRIDriver,
-            "stimulation": StimulationDriver, "seizure": SeizureDriver}
+_DRIVERS = {
+    "psychedelic": PsychedelicDriver,
+    "ketamine": KetamineDriver,
+    "ssri": SSRIDriver,
+    "stimulation": StimulationDriver,
+    "seizure": SeizureDriver,
+}
 _DRIVER_FIELDS = {
     "psychedelic": ("e_glu", "p_trkb", "kd_trkb"),
     "ketamine": ("e_glu", "e_mtor", "p_trkb", "kd_trkb"),
     "ssri": ("k_adapt", "e_bdnf", "e_neuro", "p_trkb", "kd_trkb"),
-    "stimulation": ("a_itbs", "a_ctbs", "a_rtms_max", "f_half", "duty_itbs", "ref_intensity_rtms", "ref_intensity_tbs", "e_bdnf"),
+    "stimulation": (
+        "a_itbs",
+        "a_ctbs",
+        "a_rtms_max",
+        "f_half",
+        "duty_itbs",
+        "ref_intensity_rtms",
+        "ref_intensity_tbs",
+        "e_bdnf",
+    ),
     "seizure": ("q_ect", "q_mst", "k_seizure", "e_bdnf", "e_vegf", "e_neuro"),
 }
 
@@ -75,8 +92,15 @@ def _pk(card: cards.Card, species: str, used: list) -> tuple:
     if structure == "oral_one_compartment":
         pk = OneCompartment(cl=p("cl"), v=p("v"), **oral)
     elif structure == "oral_one_compartment_metabolite":
-        pk = ParentMetabolite(cl=p("cl"), v=p("v"), fm=p("fm"), cl_m=p("cl_m"), v_m=p("v_m"),
-                              mw_ratio=p("mw_ratio") if has("mw_ratio") else 1.0, **oral)
+        pk = ParentMetabolite(
+            cl=p("cl"),
+            v=p("v"),
+            fm=p("fm"),
+            cl_m=p("cl_m"),
+            v_m=p("v_m"),
+            mw_ratio=p("mw_ratio") if has("mw_ratio") else 1.0,
+            **oral,
+        )
     elif structure == "iv_two_compartment":
         pk = TwoCompartment(cl=p("cl"), v1=p("v1"), q=p("q"), v2=p("v2"), **oral)
     elif structure == "iv_one_compartment":
@@ -115,20 +139,26 @@ def build(name: str, species: str = "human", **overrides):
     if drug_card is not None:
         for n in ("ka", "cl", "v", "f", "lag", "fm", "cl_m", "v_m", "v1", "q", "v2"):
             if n in overrides:
-                raise ValueError(f"override {n!r}: PK parameters come from the drug card; build the PK with "
-                                 "pkpd.pk and compose it with eqx.tree_at instead")
+                raise ValueError(
+                    f"override {n!r}: PK parameters come from the drug card; build the PK with "
+                    "pkpd.pk and compose it with eqx.tree_at instead"
+                )
         pk, scale = _pk(drug_card, species, used)
         target = {n: _take(drug_card, n, species, used, overrides) for n in ("ec50", "emax", "hill")}
         if mod.family == "ssri":
             has_m = "ec50_m" in drug_card.parameters
             target["ec50_m"] = _take(drug_card, "ec50_m", species, used, overrides) if has_m else 1.0
-        driver = _DRIVERS[mod.family](pk=pk, dose_scale=scale, units_dose="mg" if species == "human" else "mg/kg",
-                                      **target, **fields)
+        driver = _DRIVERS[mod.family](
+            pk=pk, dose_scale=scale, units_dose="mg" if species == "human" else "mg/kg", **target, **fields
+        )
     else:
         driver = _DRIVERS[mod.family](**fields)
     if overrides:
-        valid = sorted(CORE_PARAMETERS + _DRIVER_FIELDS[mod.family]
-                       + (("ec50", "emax", "hill") + (("ec50_m",) if mod.family == "ssri" else ()) if mod.drug else ()))
+        valid = sorted(
+            CORE_PARAMETERS
+            + _DRIVER_FIELDS[mod.family]
+            + (("ec50", "emax", "hill") + (("ec50_m",) if mod.family == "ssri" else ()) if mod.drug else ())
+        )
         raise ValueError(f"unknown parameter override(s) {sorted(overrides)} for {name}; valid: {valid}")
     return PlasticityModel(driver=driver, core=core, modality=name, species=species), used
 
@@ -155,10 +185,26 @@ def parameters(name: str, species: str = "human"):
     import pandas as pd
 
     _, used = build(name, species)
-    return pd.DataFrame([dict(parameter=p.name, card=p.card, species=p.species, value=p.value, unit=p.unit,
-                              status=p.status, prior=p.prior, citation=p.citation, identifier=p.identifier,
-                              location=p.location, extraction=p.extraction, quote=p.quote, note=p.note)
-                         for p in used])
+    return pd.DataFrame(
+        [
+            dict(
+                parameter=p.name,
+                card=p.card,
+                species=p.species,
+                value=p.value,
+                unit=p.unit,
+                status=p.status,
+                prior=p.prior,
+                citation=p.citation,
+                identifier=p.identifier,
+                location=p.location,
+                extraction=p.extraction,
+                quote=p.quote,
+                note=p.note,
+            )
+            for p in used
+        ]
+    )
 
 
 def citation(model_or_name, species: str | None = None) -> str:
@@ -187,6 +233,19 @@ def citation(model_or_name, species: str | None = None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Driver", "DrugDriver", "KetamineDriver", "MODALITIES", "PsychedelicDriver", "SSRIDriver",
-           "SeizureDriver", "StimulationDriver", "build", "citation", "hill_occupancy", "model", "modalities",
-           "parameters"]
+__all__ = [
+    "Driver",
+    "DrugDriver",
+    "KetamineDriver",
+    "MODALITIES",
+    "PsychedelicDriver",
+    "SSRIDriver",
+    "SeizureDriver",
+    "StimulationDriver",
+    "build",
+    "citation",
+    "hill_occupancy",
+    "model",
+    "modalities",
+    "parameters",
+]

@@ -92,8 +92,12 @@ class DrugDriver(Driver):
     @property
     def units(self) -> dict[str, str]:  # type: ignore[override]
         conc = "mg/L" if self.units_dose == "mg" else "mg/L (per-kg dosing)"
-        return {**{s: self.units_dose for s in self.pk.state_names}, "concentration": conc,
-                "metabolite_concentration": conc, "occupancy": "fraction of targets"}
+        return {
+            **{s: self.units_dose for s in self.pk.state_names},
+            "concentration": conc,
+            "metabolite_concentration": conc,
+            "occupancy": "fraction of targets",
+        }
 
     def _split(self, y):
         n = len(self.pk.state_names)
@@ -129,8 +133,9 @@ class DrugDriver(Driver):
 
     def vector_field(self, y, rates, session):
         yp, ye = self._split(y)
-        return jnp.concatenate([self.pk_view().vector_field(None, yp, rates, session),
-                                self.extra_field(yp, ye, session)])
+        return jnp.concatenate(
+            [self.pk_view().vector_field(None, yp, rates, session), self.extra_field(yp, ye, session)]
+        )
 
     def steady_state(self, y, bolus, rates, duration, ii, lag):
         yp, ye = self._split(y)

@@ -28,5 +28,8 @@ class KetamineDriver(DrugDriver):
         yp, _ = self._split(y)
         block = self.occupancy(yp)
         c = self.concentration(yp)
-        return Signals(bdnf_drive=self.e_glu * block, mtor_drive=self.e_mtor * block,
-                       trkb_potentiation=self.p_trkb * c / (c + self.kd_trkb))
+        return Signals(
+            bdnf_drive=self.e_glu * block,
+            mtor_drive=self.e_mtor * block,
+            trkb_potentiation=self.p_trkb * c / (c + self.kd_trkb),
+        )

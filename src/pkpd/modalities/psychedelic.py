@@ -29,5 +29,6 @@ class PsychedelicDriver(DrugDriver):
     def signals(self, y, session):
         yp, _ = self._split(y)
         c = self.concentration(yp)
-        return Signals(bdnf_drive=self.e_glu * self.occupancy(yp),
-                       trkb_potentiation=self.p_trkb * c / (c + self.kd_trkb))
+        return Signals(
+            bdnf_drive=self.e_glu * self.occupancy(yp), trkb_potentiation=self.p_trkb * c / (c + self.kd_trkb)
+        )

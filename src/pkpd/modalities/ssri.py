@@ -62,8 +62,11 @@ class SSRIDriver(DrugDriver):
         a = ye[..., 0]
         c, cm = self._total(yp)
         ct = c + cm
-        return Signals(bdnf_drive=self.e_bdnf * a, neurogenesis_drive=self.e_neuro * a,
-                       trkb_potentiation=self.p_trkb * ct / (ct + self.kd_trkb))
+        return Signals(
+            bdnf_drive=self.e_bdnf * a,
+            neurogenesis_drive=self.e_neuro * a,
+            trkb_potentiation=self.p_trkb * ct / (ct + self.kd_trkb),
+        )
 
     def outputs(self, ys):
         yp, ye = self._split(ys)
