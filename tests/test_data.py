@@ -136,3 +136,47 @@ def test_webplotdigitizer_import(tmp_path):
             citation="c",
             doi="d",
         )
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(time_origin="last_tuesday"), r"curve row 0 \(study_id='x'\): time_origin='last_tuesday' is not known"),
+        (dict(time_origin="dose:0"), r"time_origin='dose:0' is not known"),
+        (dict(time_origin="dose:two"), r"time_origin='dose:two' is not known"),
+        (dict(time_origin=""), r"time_origin='' is empty but time='1' is given"),
+        (dict(time="", time_unit="", time_origin="end_of_course"), "time_origin='end_of_course' is given but time"),
+    ],
+)
+def test_time_origin_validation_names_row_column_and_value(kw, match):
+    with pytest.raises(ValueError, match=match):
+        data.load_curves(_row(**kw))
+
+
+def test_time_origin_vocabulary_and_legacy_tables():
+    for origin, parsed in (
+        ("first_dose", ("dose", 1)),
+        ("end_of_course", ("end_of_course", 0)),
+        ("dose:12", ("dose", 12)),
+    ):
+        assert data.parse_time_origin(origin) == parsed
+        df = data.load_curves(_row(time_origin=origin))
+        assert df["time_origin"].iloc[0] == origin and df["time_h"].iloc[0] == 24.0
+    # A table without the column (written before it existed) counts times from the first dose.
+    legacy = data.load_curves(pd.concat([_row(), _row(time="", time_unit="")], ignore_index=True))
+    assert list(legacy["time_origin"]) == ["first_dose", ""]
+
+
+def test_library_time_origins_are_explicit():
+    df = pkpd.datasets()
+    timed = df["time"].astype(str).str.strip() != ""
+    assert (df.loc[timed, "time_origin"] != "").all() and (df.loc[~timed, "time_origin"] == "").all()
+    # rows the audit re-based on the end of the course or a named dose
+    cole = df[df["study_id"] == "cole2022_snt"].iloc[0]
+    assert cole["time_origin"] == "end_of_course" and cole["time_h"] == 4 * 168
+    guk = df[df["study_id"] == "gukasyan2022"]
+    assert set(guk["time_origin"]) == {"dose:2"} and guk["time_h"].iloc[0] == pytest.approx(30.4 * 24)
+    shao = df[df["study_id"] == "shao2021"]
+    assert len(shao) == 1 and np.isnan(shao["time_h"].iloc[0])
+    mad = df[df["study_id"] == "madsen2019"].iloc[0]
+    assert np.isnan(mad["n"]) and str(mad["dose"]).strip() == ""

@@ -163,3 +163,45 @@ def test_rows_of_one_design_share_a_group_and_predict_as_if_alone(monkeypatch):
     apart = observe.prepare("psilocybin", rows, model_for)
     assert len(apart.groups) == 3
     np.testing.assert_allclose(merged, np.asarray(observe.predict(models, observe.ClinicalLink(), apart)), rtol=1e-7)
+
+
+def test_time_origin_maps_to_time_since_first_dose():
+    # SNT: 10 sessions a day for 5 days; "4 weeks after treatment" counts from the end of the last session.
+    s = observe.schedule_for("accelerated_itbs", "human", "")
+    end = float(s.session_start[-1] + s.session_duration[-1])
+    assert end > 4 * 24 and s.n_sessions == 50
+    assert observe.time_since_first_dose(672.0, "end_of_course", s) == pytest.approx(end + 672.0)
+    assert observe.time_since_first_dose(5.0, "first_dose", s) == 5.0
+    assert observe.time_since_first_dose(1.0, "dose:11", s) == pytest.approx(float(s.session_start[10]) + 1.0)
+    # two psilocybin doses a week apart: follow-up from session 2 starts at 168 h
+    p = observe.schedule_for("psilocybin", "human", "doses=2;interval_h=168")
+    assert observe.time_since_first_dose(730.0, "dose:2", p) == pytest.approx(168.0 + 730.0)
+    assert observe.time_since_first_dose(24.0, "end_of_course", p) == pytest.approx(168.0 + 24.0)
+    with pytest.raises(ValueError, match="'dose:3'.*only 2 doses"):
+        observe.time_since_first_dose(1.0, "dose:3", p)
+    with pytest.raises(ValueError, match="time_origin='whenever'"):
+        observe.time_since_first_dose(1.0, "whenever", p)
+
+
+def test_end_of_course_row_is_predicted_at_its_absolute_time():
+    row = dict(
+        study_id="snt",
+        species="human",
+        modality="accelerated_itbs",
+        readout="clinical_score",
+        statistic="percent_change",
+        value=-50.0,
+        unit="%",
+        time="4",
+        time_unit="week",
+        citation="c",
+        doi="d",
+        quote="q",
+    )
+    rows = pd.DataFrame([{**row, "time_origin": "end_of_course"}, {**row, "time_origin": "first_dose"}])
+    obs = observe.prepare("accelerated_itbs", rows, lambda sp: pkpd.model("accelerated_itbs", species=sp))
+    s = obs.groups[0].schedule
+    end = float(s.session_start[-1] + s.session_duration[-1])
+    assert [sp["time"] for sp in obs.specs] == pytest.approx([end + 672.0, 672.0])
+    times = obs.groups[0].times
+    assert times[obs.specs[0]["index"]] == pytest.approx(end + 672.0)

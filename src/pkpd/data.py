@@ -8,7 +8,9 @@ Columns are documented in ``models/data/README.md``. Validation raises ``ValueEr
 row and the field for: a missing column, an unknown species/modality/readout/statistic/
 dispersion type/extraction, a non-numeric value, a missing unit, n < 1, a dispersion <= 0 (or a
 CI whose bounds are not increasing), a time in an unknown unit, and a row without any of
-doi/pmcid/pmid. Two columns are added: ``time_h`` (hours, NaN where no time is given) and ``se``
+doi/pmcid/pmid, a ``time_origin`` outside its vocabulary (or a time without an origin, or an origin
+without a time). Two columns are added: ``time_h`` (hours after the row's ``time_origin``, NaN where
+no time is given; :func:`pkpd.observe.time_since_first_dose` converts it with the row's schedule) and ``se``
 (standard error of the value derived from the dispersion: se as given; sd / sqrt(n); 95 % CI
 width / 3.92; range / 4 / sqrt(n); iqr / 1.35 / sqrt(n); NaN where not reported or where n is
 missing for an sd, range or iqr).
@@ -16,6 +18,7 @@ missing for an sd, range or iqr).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,7 @@ COLUMNS = (
     "route",
     "time",
     "time_unit",
+    "time_origin",
     "readout",
     "analyte",
     "region",
@@ -89,11 +93,32 @@ STATISTICS = (
 )
 DISPERSION_TYPES = ("se", "sd", "ci95_low_high", "range", "iqr")
 EXTRACTIONS = ("text", "table", "secondary", "figure")
+#: ``time_origin`` vocabulary: ``first_dose`` (time after the first dose or session),
+#: ``end_of_course`` (after the end of the last dose or session of the row's protocol),
+#: ``dose:<k>`` (after the start of the k-th dose or session, k = 1, 2, ...); empty without a time.
+TIME_ORIGINS = ("first_dose", "end_of_course", "dose:<k>")
+_DOSE_ORIGIN = re.compile(r"^dose:([1-9][0-9]*)$")
 REQUIRED = ("study_id", "species", "modality", "readout", "statistic", "value", "unit", "citation", "quote")
 
 
 def _blank(x) -> bool:
     return x is None or (isinstance(x, float) and np.isnan(x)) or (isinstance(x, str) and not x.strip())
+
+
+def parse_time_origin(origin: str) -> tuple[str, int]:
+    """``(kind, k)`` of a ``time_origin``: ``("first_dose", 1)``, ``("end_of_course", 0)`` or
+    ``("dose", k)``; raises ``ValueError`` naming the value for anything else."""
+    o = str(origin).strip()
+    if o == "first_dose":
+        return "dose", 1
+    if o == "end_of_course":
+        return "end_of_course", 0
+    m = _DOSE_ORIGIN.match(o)
+    if m:
+        return "dose", int(m.group(1))
+    raise ValueError(
+        f"time_origin={origin!r} is not known; valid: 'first_dose', 'end_of_course', 'dose:<k>' with k = 1, 2, ..."
+    )
 
 
 def _se(disp, kind, n) -> float:
@@ -116,6 +141,21 @@ def _se(disp, kind, n) -> float:
     }[kind]
 
 
+def _check_origin(fail, i, t, origin):
+    if _blank(t):
+        if not _blank(origin):
+            fail(
+                i, f"time_origin={origin!r} is given but time is empty; leave time_origin empty for rows without a time"
+            )
+        return
+    if _blank(origin):
+        fail(i, f"time_origin={origin!r} is empty but time={t!r} is given; valid: {list(TIME_ORIGINS)}")
+    try:
+        parse_time_origin(origin)
+    except ValueError as e:
+        fail(i, str(e))
+
+
 def load_curves(data):
     """Validate a published-curve table (DataFrame or CSV path) and add ``time_h`` and ``se``."""
     import pandas as pd
@@ -131,6 +171,11 @@ def load_curves(data):
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"published-curve table is missing column(s) {missing}; required: {list(REQUIRED)}")
+    if "time_origin" not in df.columns:
+        # Tables written before the column existed count times from the first dose or session.
+        df["time_origin"] = [
+            "first_dose" if not _blank(t) else "" for t in (df["time"] if "time" in df.columns else [""] * len(df))
+        ]
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = ""
@@ -185,6 +230,7 @@ def load_curves(data):
                 fail(i, f"time={t!r} is not a number")
             if not (np.isfinite(th) and th >= 0):
                 fail(i, f"time={t!r} must be finite and >= 0")
+        _check_origin(fail, i, t, r["time_origin"])
         kind, disp = r["dispersion_type"], r["dispersion"]
         if not _blank(disp) or not _blank(kind):
             if kind not in DISPERSION_TYPES:
@@ -259,6 +305,7 @@ def read_webplotdigitizer(
     unit: str,
     time_unit: str,
     citation: str,
+    time_origin: str = "first_dose",
     doi: str = "",
     pmcid: str = "",
     pmid: str = "",
@@ -315,6 +362,7 @@ def read_webplotdigitizer(
             "protocol_options": protocol_options,
             "time": xy[:, 0],
             "time_unit": time_unit,
+            "time_origin": time_origin,
             "readout": readout,
             "statistic": statistic,
             "value": xy[:, 1],

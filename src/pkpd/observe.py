@@ -23,8 +23,10 @@ Statistics (``readout``/``statistic`` -> prediction, in the row's unit):
   1 - symptom_score with between-patient spread: 100 Phi((improvement - threshold) / spread),
   threshold 0.5 for response and ``remission_improvement`` for remission (``ClinicalLink``).
 
-Rows without a time are evaluated one day after the schedule's last dose or session (an end-of-
-course assessment), except synaptic efficacy, evaluated 5 min after the first session (the
+A row's time counts from its ``time_origin`` (first dose, end of course, or the k-th dose or
+session); :func:`time_since_first_dose` places it on the schedule's clock, so rows reported after the
+end of a course are predicted at the right time. Rows without a time are evaluated one day after the
+schedule's last dose or session (an end-of-course assessment), except synaptic efficacy, evaluated 5 min after the first session (the
 meta-analytic after-effect). The likelihood is Normal on the row's scale with standard deviation
 sqrt(se^2 + (proportional |value|)^2 + additive^2): ``se`` from the reported dispersion and n
 (``pkpd.data``), plus a residual model error (:class:`ErrorModel`).
@@ -194,11 +196,39 @@ def schedule_for(modality: str, species: str, options: str) -> Schedule:
         raise ValueError(str(e)) from None
 
 
+def time_since_first_dose(time_h: float, origin: str, schedule: Schedule) -> float:
+    """A data row's time (h after its ``time_origin``) as hours after the first dose or session.
+
+    ``first_dose``: unchanged; ``dose:<k>``: plus the start of the k-th dose (or session, for
+    device protocols); ``end_of_course``: plus the end of the last dose or session (start plus
+    duration, so after the infusion or the session). Raises ``ValueError`` naming the origin when
+    the schedule has fewer than k doses or sessions, or none at all."""
+    from .data import parse_time_origin
+
+    kind, k = parse_time_origin(origin)
+    doses = schedule.n_doses > 0
+    starts = np.asarray(schedule.dose_time if doses else schedule.session_start, dtype=float)
+    durations = np.asarray(schedule.dose_duration if doses else schedule.session_duration, dtype=float)
+    if starts.size == 0:
+        raise ValueError(f"time_origin={origin!r}: the schedule has no doses or sessions to count from")
+    t0 = float(starts[0])
+    if kind == "end_of_course":
+        return float(time_h) + float(starts[-1] + durations[-1]) - t0
+    if k > starts.size:
+        raise ValueError(
+            f"time_origin={origin!r}: the schedule has only {starts.size} "
+            f"{'doses' if doses else 'sessions'}; give protocol_options that include dose {k}"
+        )
+    return float(time_h) + float(starts[k - 1]) - t0
+
+
 def _spec(row, schedule: Schedule) -> dict:
     """How to predict one row from a trajectory on its group's times (times added to ``need``)."""
     readout, stat, unit = row["readout"], row["statistic"], row["unit"]
     end = schedule.end_time + 24.0
     t = row["time_h"] if np.isfinite(row["time_h"]) else None
+    if t is not None:
+        t = time_since_first_dose(t, row.get("time_origin", "first_dose") or "first_dose", schedule)
     if readout == "concentration":
         if stat not in ("cmax", "tmax", "half_life", "mean"):
             raise ValueError(
