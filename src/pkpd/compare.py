@@ -398,8 +398,8 @@ class Comparison:
     times: np.ndarray = field(repr=False)
     info: dict = field(default_factory=dict)
     seconds: float = 0.0  # wall time (not in the JSON, which is reproducible run to run)
-    _comparer: object = field(default=None, repr=False, compare=False)  # for envelopes()
-    _envelopes: dict | None = field(default=None, repr=False, compare=False)
+    _comparer: object = field(default=None, init=False, repr=False, compare=False)  # for envelopes()
+    _envelopes: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return dict(
@@ -648,7 +648,7 @@ def compare(
         calibration=dict((k, cmp.cal.info.get(k)) for k in ("method", "created", "objective", "converged", "rows")),
         note="uncalibrated parameters are at their model-card values; intervals are 90 % over posterior draws",
     )
-    return Comparison(
+    result = Comparison(
         modalities=rows,
         claims=evaluated,
         counterfactuals=cf_results,
@@ -657,5 +657,6 @@ def compare(
         times=t,
         info=info,
         seconds=time.perf_counter() - t_start,
-        _comparer=cmp,
     )
+    result._comparer = cmp  # the simulations' source, for the session envelopes of the figure
+    return result
