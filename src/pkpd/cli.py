@@ -2,7 +2,8 @@
 
 ``pkpd compare``: the main job -- every modality's time scales on posterior draws of the shipped
 calibration, the documents' claims with probabilities and verdicts, counterfactual schedules and
-the schedule-vs-biology split (:mod:`pkpd.compare`); ``--json`` and ``--figure`` write the report.
+the schedule-vs-biology split (:mod:`pkpd.compare`); ``--json`` writes the report, ``--figure
+f.png`` the headline T50/Tmax chart to ``f.png`` and the trajectories to ``f_trajectories.png``.
 
 ``pkpd demo``: simulate every modality's standard protocol for 90 days and print how spine density
 and BDNF change (relative to baseline) at 1, 7, 28 and 90 days, on the model-card values.
@@ -112,8 +113,10 @@ def _compare(args) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
+        from pkpd.compare import trajectories_path
+
         res.figure(args.figure)
-        print(f"figure written to {args.figure}")
+        print(f"figures written to {args.figure} (T50/Tmax) and {trajectories_path(args.figure)} (trajectories)")
     print(f"done in {res.seconds:.0f} s")
     return 0
 
@@ -129,7 +132,12 @@ def main(argv=None) -> int:
     demo.set_defaults(func=_demo)
     cmp = sub.add_parser("compare", help="time scales with uncertainty, the documents' claims, schedule vs biology")
     cmp.add_argument("--json", default=None, metavar="PATH", help="write the JSON report here")
-    cmp.add_argument("--figure", default=None, metavar="PATH", help="write the time-course figure (PNG) here")
+    cmp.add_argument(
+        "--figure",
+        default=None,
+        metavar="PATH",
+        help="write the T50/Tmax chart here (PNG) and the trajectories beside it (<name>_trajectories.png)",
+    )
     cmp.add_argument("--modalities", nargs="*", default=None, help="subset of modalities (default: all)")
     cmp.add_argument("--draws", type=int, default=32, help="posterior draws per modality (default 32)")
     cmp.add_argument("--seed", type=int, default=0, help="which posterior draws (default 0)")

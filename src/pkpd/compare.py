@@ -385,7 +385,10 @@ def counterfactual_schedules() -> list[tuple[str, str, dict | None, object]]:
 @dataclass
 class Comparison:
     """The result of :func:`compare`: ``to_json()`` gives the report; ``table()`` the printout;
-    ``figure(path)`` the normalised time courses."""
+    ``figure(path)`` the headline time-scale chart and the trajectories beside it.
+
+    ``curves``: per modality and table readout, the median, 5 % and 95 % quantiles over draws of
+    the change from baseline (%) on ``times`` (h)."""
 
     modalities: list
     claims: list
@@ -395,6 +398,8 @@ class Comparison:
     times: np.ndarray = field(repr=False)
     info: dict = field(default_factory=dict)
     seconds: float = 0.0  # wall time (not in the JSON, which is reproducible run to run)
+    _comparer: object = field(default=None, init=False, repr=False, compare=False)  # for envelopes()
+    _envelopes: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return dict(
@@ -432,31 +437,122 @@ class Comparison:
         return "\n".join(lines)
 
     def figure(self, path=None):
-        """Normalised time courses (change / its peak, median and 90 % band over draws) of spine
-        density and BDNF for every modality, on a log time axis."""
-        import matplotlib.pyplot as plt
+        """The headline chart (:func:`pkpd.plot.timescale_chart`): T50 and Tmax of every modality
+        and readout with 90 % intervals on one log-time axis, with each claim's band and verdict.
 
-        fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-        t = self.times[1:]
-        cmap = plt.get_cmap("tab20")
-        colour = lambda i: cmap((2 * i) % 20 + (2 * i) // 20)  # noqa: E731 — dark shades first, then light
-        for ax, readout in zip(axes, ("spine_density", "bdnf")):
-            for i, (name, curves) in enumerate(self.curves.items()):
-                med, lo, hi = (np.asarray(x)[1:] for x in curves[readout])
-                ax.plot(t / 24.0, med, color=colour(i), label=name, lw=1.5)
-                ax.fill_between(t / 24.0, lo, hi, color=colour(i), alpha=0.12, lw=0)
-            ax.set_xscale("log")
-            ax.set_xlabel("time since the first dose or session (days, log scale)")
-            ax.set_title({"spine_density": "spine density", "bdnf": "BDNF"}[readout])
-            ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-            ax.grid(alpha=0.3, which="both", lw=0.4)
-        axes[0].set_ylabel("change from baseline / its peak (median, 90 % band)")
-        axes[1].legend(fontsize=7, ncol=2, loc="upper left", frameon=False)
-        fig.suptitle(f"Standard protocols on {self.info.get('draws')} posterior draws of the joint calibration")
-        fig.tight_layout()
+        With ``path`` (e.g. ``compare.png``) it is written there, and the trajectories
+        (:meth:`trajectory_figure`) beside it as ``compare_trajectories.png`` (see
+        :func:`trajectories_path`). Returns the headline figure."""
+        from .plot import timescale_chart
+
+        fig = timescale_chart(self)
         if path is not None:
-            fig.savefig(path, dpi=120)
+            fig.savefig(path, dpi=110)
+            self.trajectory_figure(trajectories_path(path))
         return fig
+
+    def trajectory_figure(self, path=None):
+        """Change from baseline of every readout over 90 days, faceted by family
+        (:func:`pkpd.plot.trajectory_chart`); session-driven modalities are drawn as envelopes
+        (:meth:`envelopes`). Written to ``path`` if given."""
+        from .plot import trajectory_chart
+
+        fig = trajectory_chart(self)
+        if path is not None:
+            fig.savefig(path, dpi=110)
+        return fig
+
+    def envelopes(self) -> dict:
+        """Session envelopes of each session-driven modality, simulated once on demand.
+
+        ``{modality: {"times": (n,) h, "window_h": W, readout: (lower, upper)}}`` where, for each
+        posterior draw, ``upper`` is the running maximum and ``lower`` the running minimum of the
+        change from baseline (%) over the trailing ``W`` hours (the longest gap between two
+        sessions of the protocol), on a grid that holds every session's start and end and 0.5-16 h
+        after it; both are medians over draws. Empty without the simulations' source (a
+        :class:`Comparison` built by hand)."""
+        if self._envelopes is None:
+            self._envelopes = {}
+            if self._comparer is not None:
+                for name in self.curves:
+                    env = _session_envelope(self._comparer, name)
+                    if env is not None:
+                        self._envelopes[name] = env
+        return self._envelopes
+
+
+#: Points of the session-locked grid of :meth:`Comparison.envelopes` (fixed, so that every
+#: modality of a driver family reuses one compiled solver).
+ENVELOPE_GRID = 1024
+_AFTER_SESSION_H = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def trajectories_path(path) -> Path:
+    """Where :meth:`Comparison.figure` writes the trajectories beside ``path``:
+    ``compare.png`` -> ``compare_trajectories.png``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}_trajectories{p.suffix or '.png'}")
+
+
+def _curves(changes) -> dict:
+    """Median, 5 % and 95 % quantiles over draws of each table readout's change (% of baseline)."""
+    import warnings
+
+    out = {}
+    for r in TABLE_READOUTS:
+        y = 100.0 * np.asarray(changes[r])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all draws failed at a time: NaN
+            out[r] = np.nanquantile(y, [0.5, 0.05, 0.95], axis=0)
+    return out
+
+
+def _session_grid(times, sched, n: int = ENVELOPE_GRID) -> np.ndarray:
+    """``times`` plus each session's start (just before), end and :data:`_AFTER_SESSION_H` after
+    it, filled with log-spaced points to ``n`` points (h, strictly increasing)."""
+    start = np.asarray(sched.session_start, dtype=float)
+    end = start + np.asarray(sched.session_duration, dtype=float)
+    extra = [start - 1e-3, end] + [end + d for d in _AFTER_SESSION_H]
+    base = np.unique(np.concatenate([times, *extra]))
+    base = base[(base >= 0.0) & (base <= times[-1])]
+    if base.size < n:
+        cand = np.geomspace(times[1], times[-1], 4 * n)
+        cand = cand[~np.isin(cand, base)]
+        pick = cand[np.linspace(0, cand.size - 1, n - base.size).astype(int)]
+        base = np.unique(np.concatenate([base, pick]))
+    return base
+
+
+def _running(y, t, window_h: float):
+    """Running max and min of ``y`` (draws, times) over the trailing ``window_h`` hours."""
+    lo_idx = np.searchsorted(t, t - window_h, side="left")
+    upper, lower = np.empty_like(y), np.empty_like(y)
+    for i, j in enumerate(lo_idx):
+        seg = y[:, j : i + 1]
+        upper[:, i], lower[:, i] = np.nanmax(seg, axis=1), np.nanmin(seg, axis=1)
+    return lower, upper
+
+
+def _session_envelope(cmp: Comparer, modality: str):
+    """One modality's session envelope (see :meth:`Comparison.envelopes`); None without sessions."""
+    from .protocols import protocol
+    from .simulate import simulate_population, stack
+
+    sched = protocol(modality)
+    starts = np.asarray(sched.session_start, dtype=float)
+    if starts.size < 2:
+        return None
+    grid = _session_grid(cmp.times, sched)
+    models = cmp.models(modality)
+    tr = simulate_population(stack(models), sched, grid, throw=False, **solve_options(models[0]))
+    ok = np.asarray(tr.status) == 0
+    window = float(np.max(np.diff(starts)))
+    env = {"times": grid, "window_h": window}
+    for r in TABLE_READOUTS:
+        y = 100.0 * (np.asarray(tr[READOUTS[r]])[ok] - 1.0)
+        lower, upper = _running(y, grid, window)
+        env[r] = (np.median(lower, axis=0), np.median(upper, axis=0))
+    return env
 
 
 def _clean(x):
@@ -508,21 +604,12 @@ def compare(
     rows, curves, decomposition = [], {}, []
     for name in names:
         run = cmp.run(name, {})
-        readouts, curves[name] = {}, {}
+        readouts = {}
         for r in TABLE_READOUTS:
             met = ts.metrics(t, run.changes[r])
             readouts[r] = {k: ts.summarise(met[k]) for k in METRIC_NAMES}
             readouts[r].update({k: ts.summarise(met[k]) for k in ("peak", *ts.AT_H)})
-        for r in ("spine_density", "bdnf"):
-            c = run.changes[r]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                peak = np.take_along_axis(c, np.nanargmax(np.abs(np.nan_to_num(c)), axis=1)[:, None], axis=1)
-                norm = np.where(np.abs(peak) > 0, c / peak, np.nan)
-            curves[name][r] = [
-                np.nanmedian(norm, axis=0),
-                np.nanquantile(norm, 0.05, axis=0),
-                np.nanquantile(norm, 0.95, axis=0),
-            ]
+        curves[name] = _curves(run.changes)
         met = ts.metrics(t, run.changes["spine_density"])
         sched_half = run.input_half()
         decomposition.append(
@@ -561,7 +648,7 @@ def compare(
         calibration=dict((k, cmp.cal.info.get(k)) for k in ("method", "created", "objective", "converged", "rows")),
         note="uncalibrated parameters are at their model-card values; intervals are 90 % over posterior draws",
     )
-    return Comparison(
+    result = Comparison(
         modalities=rows,
         claims=evaluated,
         counterfactuals=cf_results,
@@ -571,3 +658,5 @@ def compare(
         info=info,
         seconds=time.perf_counter() - t_start,
     )
+    result._comparer = cmp  # the simulations' source, for the session envelopes of the figure
+    return result
