@@ -1,7 +1,21 @@
-import numpy as np
-import pytest
+import os
+import tempfile
 
-import pkpd  # noqa: F401  (enables float64 before any test creates arrays)
+# One persistent XLA compilation cache for the whole run, shared by pytest-xdist workers and the
+# notebook kernels (they inherit the environment): the suite compiles the same solvers in many
+# modules and notebooks, and jax.clear_caches() below drops the in-memory copies after each module.
+# Executables that contain host callbacks are never written to the cache, so equinox's runtime
+# checks (diffrax's saveat/dt0 checks) return NaN here instead of calling back to the host; pkpd
+# checks the solver status itself and reports a non-finite result as a SolverError.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pkpd-jax-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("EQX_ON_ERROR", "nan")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import pkpd  # noqa: E402, F401  (enables float64 before any test creates arrays)
 
 
 def one_cmt_oral(t, dose_times, amounts, cl, v, ka, f=1.0, lag=0.0):
