@@ -108,7 +108,8 @@ def _compare(args) -> int:
     n = {v: sum(c["verdict"] == v for c in res.claims) for v in ("supported", "uncertain", "contradicted")}
     print(
         f"\nclaims: {n['supported']} supported, {n['uncertain']} uncertain, {n['contradicted']} contradicted "
-        f"(data share = how much of each answer comes from data rather than priors)"
+        f"(data share = the part of the metric's all-assumed-prior variance that sourced priors and fitted data "
+        f"remove, split into sourced and fitted; assumed = the part resting on assumed parameters)"
     )
     if args.json:
         res.save(args.json)

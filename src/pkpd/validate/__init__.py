@@ -112,6 +112,7 @@ def validate(
         rows=rows,
         loo_rows=loo_rows,
         info=info,
+        setup=setup,
     )
 
 

@@ -112,6 +112,7 @@ class Validation:
     rows: object = field(repr=False)
     loo_rows: object = field(repr=False)
     info: dict = field(default_factory=dict)
+    setup: object = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         return _clean(dict(coverage=self.coverage, loo=self.loo, excluded=self.excluded, info=self.info))
