@@ -326,17 +326,17 @@ class Comparer:
         changes = self._changes([self._set(base, params, zi) for zi in z], protocol(modality, **(options or {})))
         return np.asarray(metric_fn(self.times, changes[readout]), dtype=float)
 
+    #: Forward-difference step of :meth:`sensitivities`, in prior sds of each parameter.
+    step_sd = 0.1
+
     def _perturbed(self, modality, options):
         from .protocols import protocol
 
         base, params = self._prior_parameters(modality)
-        z0 = np.array([p["z0"] for p in params])
         models = [_anonymous(base)]
-        for i, p in enumerate(params):
-            z = z0.copy()
-            z[i] += 0.1 * p["sigma"]
-            models.append(self._set(base, [p], [z[i]]))
-        params = [dict(key=p["key"], status=p["status"], sigma=p["sigma"], h=0.1 * p["sigma"]) for p in params]
+        for p in params:
+            models.append(self._set(base, [p], [p["z0"] + self.step_sd * p["sigma"]]))
+        params = [dict(key=p["key"], status=p["status"], sigma=p["sigma"], h=self.step_sd * p["sigma"]) for p in params]
         changes = self._changes(models, protocol(modality, **(options or {})))
         if self.progress:
             print(

@@ -12,7 +12,32 @@ from .predictive import LEVELS, coverage
 
 #: Rows listed as the worst misses (largest |standardised residual|).
 WORST = 5
-_MISS_COLUMNS = ("modality", "readout", "statistic", "study_id", "paper", "time_h", "value", "median", "lo_0.9")
+#: Per-observation fields of the JSON's ``rows`` and ``loo_rows``.
+ROW_FIELDS = (
+    "modality",
+    "readout",
+    "statistic",
+    "study_id",
+    "paper",
+    "fold",
+    "time_h",
+    "value",
+    "unit",
+    "sd_obs",
+    "median",
+    "lo_0.9",
+    "lo_0.5",
+    "hi_0.5",
+    "hi_0.9",
+    "mean",
+    "sd",
+    "pit",
+    "z",
+    "inside_0.5",
+    "inside_0.9",
+    "n_draws",
+)
+FLOAT_FIELDS = ("time_h", "value", "sd_obs", "median", "lo_0.9", "lo_0.5", "hi_0.5", "hi_0.9", "mean", "sd", "pit", "z")
 
 
 def worst_misses(rows, n: int = WORST) -> list[dict]:
@@ -115,7 +140,42 @@ class Validation:
     setup: object = field(default=None, repr=False)
 
     def to_json(self) -> dict:
-        return _clean(dict(coverage=self.coverage, loo=self.loo, excluded=self.excluded, info=self.info))
+        """The report; ``rows`` and ``loo_rows`` hold every observation's predictive summary."""
+
+        def records(df):
+            return [] if df is None else df[[c for c in ROW_FIELDS if c in df.columns]].to_dict(orient="records")
+
+        return _clean(
+            dict(
+                coverage=self.coverage,
+                loo=self.loo,
+                excluded=self.excluded,
+                info=self.info,
+                rows=records(self.rows),
+                loo_rows=records(self.loo_rows),
+            )
+        )
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Validation":
+        """A report read back from :meth:`to_json` (e.g. to redraw :meth:`figure`)."""
+        import pandas as pd
+
+        for k in ("coverage", "loo", "excluded", "rows"):
+            if k not in d:
+                raise ValueError(f"not a pkpd validate report: missing {k!r}")
+
+        def frame(recs):
+            return pd.DataFrame(recs).astype({c: float for c in FLOAT_FIELDS if recs and c in recs[0]})
+
+        return cls(
+            coverage=d["coverage"],
+            loo=d["loo"],
+            excluded=d["excluded"],
+            rows=frame(d["rows"]),
+            loo_rows=frame(d.get("loo_rows", [])) if d.get("loo_rows") else None,
+            info=d.get("info", {}),
+        )
 
     def save(self, path) -> None:
         """Write :meth:`to_json` to ``path``."""
@@ -162,6 +222,7 @@ class Validation:
         """Observed against predicted (median, 90 % interval) for every row, one panel per readout:
         in-sample (filled) and leave-one-paper-out (open, offset); log axes for concentrations."""
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
 
         readouts = sorted(set(self.rows["readout"]))
         ncol = min(3, len(readouts))
@@ -169,7 +230,7 @@ class Validation:
         fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.2 * nrow), squeeze=False)
         mods = sorted(set(self.rows["modality"]))
         cmap = plt.get_cmap("tab20")
-        colour = {m: cmap(i % 20) for i, m in enumerate(mods)}
+        colour = {m: cmap((2 * i) % 20 + (2 * i) // 20) for i, m in enumerate(mods)}  # dark shades first
         loo = self.loo_rows
         for ax, r in zip(axes.flat, readouts):
             for df, filled, shift in ((self.rows, True, 0.985), (loo, False, 1.015)):
@@ -202,14 +263,19 @@ class Validation:
             ax.set_title(r.replace("_", " "))
             ax.set_xlabel("observed (row's unit)")
             ax.set_ylabel("predicted: median, 90 % interval")
-            ax.legend(fontsize=6, frameon=False, loc="upper left")
+            handles, _ = ax.get_legend_handles_labels()
+            handles += [
+                Line2D([], [], marker="o", ls="", color="k", label="in-sample"),
+                Line2D([], [], marker="o", ls="", color="k", mfc="white", label="left out (its paper)"),
+            ]
+            ax.legend(handles=handles, fontsize=6, frameon=False, loc="upper left")
             ax.grid(alpha=0.3, lw=0.4)
         for ax in list(axes.flat)[len(readouts) :]:
             ax.set_visible(False)
         ov = self.coverage["overall"]
-        title = f"Posterior predictive check: in-sample 90 % coverage {ov['0.9']:.2f} (filled, n = {ov['n']})"
+        title = f"Posterior predictive check\nin-sample 90 % coverage {ov['0.9']:.2f} (n = {ov['n']})"
         if self.loo.get("n"):
-            title += f"; leave-one-paper-out {self.loo['coverage_90']:.2f} (open, n = {self.loo['n']})"
+            title += f", leave-one-paper-out {self.loo['coverage_90']:.2f} (n = {self.loo['n']})"
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
         if path is not None:
