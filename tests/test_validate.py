@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 import pkpd
+from pkpd.validate import Validation
 from pkpd.validate.predictive import Predictive, study_effect_conditional
 from pkpd.validate.refit import refit
 from pkpd.validate.run import make_folds
@@ -135,6 +136,13 @@ def test_report_schema_and_consistency(quick, tmp_path):
     assert "overall" in text and "lsd" in text and "rows not in the likelihood" in text
     fig = quick.figure()
     assert len([a for a in fig.axes if a.get_visible()]) == quick.rows["readout"].nunique()
+    # the JSON keeps every observation's predictive summary: the report can be read back and redrawn
+    assert len(rep["rows"]) == ov["n"] and len(rep["loo_rows"]) == loo["n"]
+    back = Validation.from_json(rep)
+    assert back.rows["median"].to_numpy() == pytest.approx(quick.rows["median"].to_numpy(), rel=1e-5)
+    assert len(back.figure().axes) == len(fig.axes)
+    with pytest.raises(ValueError, match="rows"):
+        Validation.from_json({k: rep[k] for k in ("coverage", "loo", "excluded")})
 
 
 def test_loo_on_the_quick_subset(quick):
@@ -152,13 +160,18 @@ def test_loo_on_the_quick_subset(quick):
     gone = sorted(set(setup.study[held]) - set(setup.study[~held]))
     assert gone and np.allclose(fit.x[jp.K + np.asarray(gone)], 0.0, atol=1e-6)
     assert np.sqrt(np.diag(fit.cov)[jp.K + np.asarray(gone)]) == pytest.approx(setup.tau, rel=1e-6)
-    # the fold MAP is a stationary point of the masked objective
+    # the fold MAP is a stationary point of the masked objective: the Gauss-Newton step from it
+    # gains < 1e-3, and a refit from the prior means lands on it (within 0.1 posterior sd)
     r, J = jp.linearise(fit.x)
     w = np.concatenate([(~held).astype(float), np.ones(r.size - held.size)])
-    g = (J * w[:, None]).T @ (r * w)
-    assert np.max(np.abs(g)) < 1e-3
-    # its objective equals what the LOO run recorded for that fold
-    assert fit.objective == pytest.approx(folds[1]["objective"], rel=1e-6)
+    Jw, rw = J * w[:, None], r * w
+    g = Jw.T @ rw
+    assert 0.5 * g @ np.linalg.solve(Jw.T @ Jw, g) < 1e-3
+    other = refit(jp, jp.mu, ~held)
+    sd = np.sqrt(np.diag(fit.cov))
+    assert np.max(np.abs(other.x - fit.x) / sd) < 0.1
+    # its objective matches what the LOO run (started at the shipped study effects) recorded for that fold
+    assert fit.objective == pytest.approx(folds[1]["objective"], abs=2 * 1e-3)  # both within the stopping rule
 
 
 def test_make_folds_deals_papers_round_robin():
@@ -238,3 +251,38 @@ def test_variance_shares_bad_input():
         C.variance_shares(np.ones(3), np.ones(2), np.ones(3, bool), np.eye(3))
     with pytest.raises(ValueError, match="prior_sd"):
         C.variance_shares(np.ones(2), np.array([1.0, 0.0]), np.ones(2, bool), np.eye(2))
+
+
+def test_cli_redraws_a_saved_report_and_rejects_bad_input(quick, tmp_path, capsys):
+    import pkpd.cli
+
+    path, fig = tmp_path / "v.json", tmp_path / "v.png"
+    quick.save(path)
+    assert pkpd.cli.main(["validate", "--from-json", str(path), "--figure", str(fig)]) == 0
+    assert "overall" in capsys.readouterr().out and fig.stat().st_size > 1000
+    assert pkpd.cli.main(["validate", "--modalities", "homeopathy"]) == 2
+    assert "unknown modalities" in capsys.readouterr().err
+    assert pkpd.cli.main(["validate", "--from-json", str(tmp_path / "missing.json")]) == 2
+
+
+@pytest.mark.slow
+def test_linearised_variances_against_monte_carlo():
+    """The data share's linearised variances on one claim (psilocybin spine T50): over the
+    calibrated parameters it matches the variance over the simulated posterior draws, and under
+    the cards' priors a Monte Carlo over those priors to within the nonlinearity of a log T50 over
+    a prior sd of ~1 (a factor of 2.5)."""
+    claim = next(c for c in C.load_claims() if c["id"] == "psychedelic_spine_t50_under_24h")
+    claim = dict(claim, modalities=["psilocybin"])
+    cmp = C.Comparer(draws=32, progress=False)
+    res = C.evaluate_claim(claim, cmp)
+    v = res["variances"]["psilocybin"]
+    assert v["v2_calibrated"] <= v["v2"] <= v["v1"] <= v["v0"]
+    assert v["v2_calibrated"] == pytest.approx(v["v2_draws"], rel=0.3)
+
+    def log_t50(times, change):
+        return np.log(C._metric_values(claim, times, change))
+
+    mc = cmp.prior_monte_carlo("psilocybin", {}, "spine_density", log_t50, n=128)
+    mc = mc[np.isfinite(mc)]
+    assert mc.size > 100
+    assert 1 / 2.5 < v["v1"] / np.var(mc, ddof=1) < 2.5

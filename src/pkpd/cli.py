@@ -132,6 +132,25 @@ def _validate(args) -> int:
     if unknown:
         print(f"pkpd validate: unknown modalities {unknown}; valid: {pkpd.modalities()}", file=sys.stderr)
         return 2
+    if args.from_json:
+        import json
+        from pathlib import Path
+
+        from pkpd.validate import Validation
+
+        try:
+            res = Validation.from_json(json.loads(Path(args.from_json).read_text()))
+        except (OSError, ValueError) as e:
+            print(f"pkpd validate: --from-json {args.from_json}: {e}", file=sys.stderr)
+            return 2
+        print(res.table())
+        if args.figure:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            res.figure(args.figure)
+            print(f"figure written to {args.figure}")
+        return 0
     try:
         res = validate(
             args.quick,
@@ -201,6 +220,9 @@ def main(argv=None) -> int:
     val.add_argument("--no-loo", action="store_true", help="in-sample coverage only")
     val.add_argument("--seed", type=int, default=0, help="seed of the folds' Laplace draws (default 0)")
     val.add_argument("--no-progress", action="store_true", help="no progress bars")
+    val.add_argument(
+        "--from-json", default=None, metavar="PATH", help="print and draw a saved report instead of computing one"
+    )
     val.set_defaults(func=_validate)
     args = parser.parse_args(argv)
     return args.func(args)
