@@ -237,8 +237,11 @@ class Validation:
                 if df is None or not len(df):
                     continue
                 d = df[df["readout"] == r]
+                span = np.ptp(self.rows.loc[self.rows["readout"] == r, "value"].to_numpy(float)) or 1.0
                 for m, g in d.groupby("modality"):
-                    x = g["value"].to_numpy(float) * (shift if r == "concentration" else 1.0)
+                    x = g["value"].to_numpy(float)
+                    # in-sample and left-out markers side by side: a ratio on log axes, a shift on linear ones
+                    x = x * shift if r == "concentration" else x + (shift - 1.0) * span
                     y = g["median"].to_numpy(float)
                     err = np.vstack([y - g["lo_0.9"].to_numpy(float), g["hi_0.9"].to_numpy(float) - y])
                     ax.errorbar(
