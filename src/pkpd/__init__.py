@@ -38,6 +38,7 @@ from .simulate import (
     stack as stack,
 )
 from .trajectory import Trajectory as Trajectory
+from .validate import validate as validate
 
 __version__ = "0.1.0"
 

@@ -11,13 +11,21 @@ the same row of the calibration for all of them); its probability is the fractio
 which it holds (for every modality it names). Verdict: ``supported`` (>= 0.9), ``contradicted``
 (<= 0.1), else ``uncertain``.
 
-**data_share** in [0, 1]: how much of the answer comes from data rather than priors. For each
-modality the claim names, the local sensitivity ``d_i`` of the claim's metric (log of a time,
-or the change itself) to every prior-carrying parameter ``i`` in its fitted space is taken by
-finite differences at the joint MAP; the weight ``w_i = (d_i sigma_i)^2`` (``sigma_i`` its prior
-sd) is the share of the metric's prior variance due to that parameter; ``data_share = sum_i w_i
-c_i / sum_i w_i`` with ``c_i = 1 - (posterior sd / prior sd)^2`` from the calibration (0 for a
-parameter no data informed). Averaged over the modalities of the claim.
+**Data share** (:func:`variance_shares`): how much of the variance of the claim's metric (log of a
+time, or the change itself) under the *all-assumed* prior -- every prior-carrying parameter at its
+card median with sd :data:`ALL_ASSUMED_SIGMA` = 1.0 in its fitted (log or logit) space, or its
+card's sd where that is wider -- is removed by sourced priors and by the fitted data. Variances are
+linearised at the joint MAP (forward differences of 0.1 card prior sd, :meth:`Comparer.sensitivities`):
+``V0`` under the all-assumed prior, ``V1`` under the cards' priors, ``V2`` under the calibration's
+posterior (the covariance of its draws; prior for parameters no row informs; ``V2 <= V1``
+enforced; ``variances`` in the JSON also gives ``v2_draws``, the metric's variance over the
+posterior draws simulated, which vary only the calibrated parameters, and ``v2_calibrated``, its
+linearised counterpart: a check of the linearisation). ``sourced_share`` = the part of ``V0 - V1`` due to ``sourced``/``derived`` parameters,
+over ``V0``; ``fitted_share = (V1 - V2) / V0``; ``data_share`` = their sum; ``assumed_share`` = the part
+of ``V0 - V1`` that only ``assumed`` cards' narrower priors remove plus the first-order (Sobol)
+posterior variance of the ``assumed`` parameters, over ``V0``; ``residual_share`` = the rest of
+``V2`` (sourced parameters' remaining spread). The four sum to 1. Per modality, then averaged
+over the claim's modalities. Statuses and priors are read from the cards at run time.
 
 **Schedule vs biology.** ``schedule_pk_h`` is how long the schedule and the PK take to bring in
 the input: the first time the input rate averaged over the trailing week (target occupancy for
@@ -204,34 +212,47 @@ class Comparer:
             return lambda: ts.input_half_time(fine, cum_fine[None, :])
         return lambda: ts.input_half_time(t, cum)
 
-    # ---- perturbations for data_share -------------------------------------------------------
-    def sensitivities(self, modality: str, options: dict | None, readout: str, metric_fn):
-        """Prior-scaled squared sensitivities ``{key: w_i}`` of ``metric_fn(times, change)`` at
-        the joint MAP, by forward differences of 0.1 prior sd in the fitted space."""
+    # ---- perturbations for the data share ---------------------------------------------------
+    def sensitivities(self, modality: str, options: dict | None, readout: str, metric_fn) -> list[dict]:
+        """Per prior-carrying parameter of ``modality``: ``key``, card ``status``, prior sd
+        ``sigma`` in the fitted space and ``d``, the derivative of ``metric_fn(times, change)``
+        there at the joint MAP (forward difference of 0.1 ``sigma``; 0 where the metric is not
+        finite at the MAP or the perturbed point)."""
         key = ("sens", modality, json.dumps(options or {}, sort_keys=True))
         if key not in self._runs:
             self._runs[key] = self._perturbed(modality, options)
         params, changes = self._runs[key]
         vals = np.asarray(metric_fn(self.times, changes[readout]), dtype=float)
         base, pert = vals[0], vals[1 : 1 + len(params)]
-        out = {}
-        for (k, sigma, h), v in zip(params, pert):
-            d = (v - base) / h if np.isfinite(v) and np.isfinite(base) else 0.0
-            out[k] = float((d * sigma) ** 2)
+        out = []
+        for p, v in zip(params, pert):
+            d = (v - base) / p["h"] if np.isfinite(v) and np.isfinite(base) else 0.0
+            out.append(dict(p, d=float(d)))
         return out
 
-    def _perturbed(self, modality, options):
-        import equinox as eqx
-        import jax.numpy as jnp
+    def posterior_covariance(self, keys: list[str], prior_sd) -> np.ndarray:
+        """Posterior covariance of the parameters ``keys`` in the fitted space: the covariance of the
+        calibration's draws for calibrated keys, ``prior_sd**2`` on the diagonal for the others."""
+        cal_keys = self.cal.keys
+        cov = np.diag(np.asarray(prior_sd, dtype=float) ** 2)
+        idx = [(i, cal_keys.index(k)) for i, k in enumerate(keys) if k in cal_keys]
+        if idx:
+            mine, theirs = (np.asarray(x) for x in zip(*idx))
+            draws = np.asarray(self.cal.draws_z)[:, theirs]
+            cov[np.ix_(mine, mine)] = np.atleast_2d(np.cov(draws, rowvar=False))
+        return cov
 
-        from .fit import PK_TARGET, FitError, _prior_z, _to_natural, _where
+    def _prior_parameters(self, modality):
+        """The model of ``modality`` at the joint MAP and its prior-carrying parameters: ``key``,
+        card ``status``, ``transform``, card prior ``mu`` and ``sigma`` in the fitted space, the
+        getter ``where`` and ``z0``, the value at the MAP (the card value if uncalibrated)."""
+        from .fit import PK_TARGET, FitError, _prior_z, _where
         from .modalities import build
-        from .protocols import protocol
 
-        base, used = build(modality, "human")
+        _, used = build(modality, "human")
         base = self.cal.model(modality)
         map_z = dict(zip(self.cal.keys, self.cal.map_z))
-        params, models = [], [_anonymous(base)]
+        params = []
         for p in used:
             try:
                 transform, mu, sigma = _prior_z(p)
@@ -256,19 +277,67 @@ class Comparer:
                     z0 = np.log(x / (1 - x))
                 else:
                     z0 = x
-            h = 0.1 * sigma
-            m = eqx.tree_at(where, base, jnp.asarray(_to_natural(transform, z0 + h), dtype=jnp.float64))
-            params.append((k, sigma, h))
-            models.append(_anonymous(m))
-        sched = protocol(modality, **(options or {}))
+            params.append(
+                dict(key=k, status=p.status, transform=transform, mu=float(mu), sigma=float(sigma), where=where, z0=z0)
+            )
+        return base, params
+
+    @staticmethod
+    def _set(base, params, z):
+        import equinox as eqx
+        import jax.numpy as jnp
+
+        from .fit import _to_natural
+
+        m = base
+        for p, v in zip(params, z):
+            m = eqx.tree_at(p["where"], m, jnp.asarray(_to_natural(p["transform"], float(v)), dtype=jnp.float64))
+        return _anonymous(m)
+
+    def _changes(self, models, sched) -> dict:
+        """Readout changes of ``models`` (any number) in batches of the draw count."""
         n = self.draws
         chunks = []
         for i in range(0, len(models), n):
             part = models[i : i + n]
             part = part + [part[-1]] * (n - len(part))  # same batch size as the draws: no recompilation
             tr = self._population(part, sched)
-            chunks.append({r: np.asarray(tr[out]) - 1.0 for r, out in READOUTS.items()})
-        changes = {r: np.concatenate([c[r] for c in chunks])[: len(models)] for r in READOUTS}
+            ok = np.asarray(tr.status) == 0
+            c = {r: np.asarray(tr[out]) - 1.0 for r, out in READOUTS.items()}
+            for r in c:
+                c[r][~ok] = np.nan
+            chunks.append(c)
+        return {r: np.concatenate([c[r] for c in chunks])[: len(models)] for r in READOUTS}
+
+    def prior_monte_carlo(
+        self, modality, options, readout, metric_fn, *, n: int = 64, widen: bool = False, seed: int = 0
+    ) -> np.ndarray:
+        """``metric_fn(times, change)`` on ``n`` models whose prior-carrying parameters are drawn
+        from the cards' priors (``widen``: the all-assumed prior, sd ``max(ALL_ASSUMED_SIGMA,
+        sigma)`` around the card median) -- a Monte Carlo check of the linearised ``V1`` (``V0``)."""
+        from .protocols import protocol
+
+        base, params = self._prior_parameters(modality)
+        mu = np.array([p["mu"] for p in params])
+        sd = np.array([p["sigma"] for p in params])
+        if widen:
+            sd = np.maximum(ALL_ASSUMED_SIGMA, sd)
+        z = mu + sd * np.random.default_rng(seed).standard_normal((int(n), mu.size))
+        changes = self._changes([self._set(base, params, zi) for zi in z], protocol(modality, **(options or {})))
+        return np.asarray(metric_fn(self.times, changes[readout]), dtype=float)
+
+    #: Forward-difference step of :meth:`sensitivities`, in prior sds of each parameter.
+    step_sd = 0.1
+
+    def _perturbed(self, modality, options):
+        from .protocols import protocol
+
+        base, params = self._prior_parameters(modality)
+        models = [_anonymous(base)]
+        for p in params:
+            models.append(self._set(base, [p], [p["z0"] + self.step_sd * p["sigma"]]))
+        params = [dict(key=p["key"], status=p["status"], sigma=p["sigma"], h=self.step_sd * p["sigma"]) for p in params]
+        changes = self._changes(models, protocol(modality, **(options or {})))
         if self.progress:
             print(
                 f"[pkpd compare] {modality} {json.dumps(options or {}, sort_keys=True)}: sensitivities to "
@@ -309,6 +378,59 @@ def _holds(claim, v):
     return ok & np.isfinite(v)
 
 
+#: sd, in every parameter's fitted (log or logit) space, of the all-assumed reference prior.
+ALL_ASSUMED_SIGMA = 1.0
+#: Card statuses whose prior counts as information from sources.
+SOURCED = ("sourced", "derived")
+#: The data-share fields of a claim (:func:`variance_shares`).
+SHARES = ("data_share", "sourced_share", "fitted_share", "assumed_share", "residual_share")
+
+
+def variance_shares(d, prior_sd, sourced, post_cov, *, assumed_sigma: float = ALL_ASSUMED_SIGMA) -> dict:
+    """Where the variance of a linearised metric ``f = f0 + d . z`` goes (module docstring).
+
+    ``d``: derivatives in the fitted space; ``prior_sd``: the cards' prior sds there; ``sourced``:
+    whether each parameter is ``sourced``/``derived`` (else ``assumed``); ``post_cov``: the
+    posterior covariance. ``V0 = sum d_i^2 max(assumed_sigma, prior_sd_i)^2``,
+    ``V1 = sum d_i^2 prior_sd_i^2``, ``V2 = min(d' post_cov d, V1)``; the first-order posterior
+    variance of the assumed group ``A`` is ``c_A' post_cov_AA^-1 c_A`` with ``c = post_cov d``
+    (exact for a linear metric of Gaussian parameters). Returns ``v0, v1, v2`` and the shares of
+    :data:`SHARES` (each in [0, 1]; sourced + fitted + assumed + residual = 1; all 0 and
+    ``residual_share`` 1 for a metric no parameter moves)."""
+    d, sd = np.asarray(d, dtype=float), np.asarray(prior_sd, dtype=float)
+    src, cov = np.asarray(sourced, dtype=bool), np.asarray(post_cov, dtype=float)
+    n = d.size
+    if not (sd.shape == src.shape == (n,) and cov.shape == (n, n)):
+        raise ValueError(f"d {d.shape}, prior_sd {sd.shape}, sourced {src.shape}, post_cov {cov.shape}: sizes differ")
+    if not (np.all(np.isfinite(sd)) and np.all(sd > 0)):
+        raise ValueError("prior_sd must be positive and finite")
+    d = np.where(np.isfinite(d), d, 0.0)
+    removed = d**2 * (np.maximum(assumed_sigma, sd) ** 2 - sd**2)
+    v1 = float(np.sum(d**2 * sd**2))
+    v0 = v1 + float(removed.sum())
+    if v0 <= 0.0:
+        return dict(v0=0.0, v1=0.0, v2=0.0, **{k: 0.0 for k in SHARES}) | dict(residual_share=1.0)
+    v2_raw = float(d @ cov @ d)
+    v2 = min(max(v2_raw, 0.0), v1)
+    A = ~src
+    v2_a = 0.0
+    if A.any() and v2_raw > 0:
+        c = (cov @ d)[A]
+        v2_a = float(c @ np.linalg.lstsq(cov[np.ix_(A, A)], c, rcond=None)[0])
+        v2_a = min(max(v2_a, 0.0), v2_raw) * v2 / v2_raw
+    out = dict(
+        v0=v0,
+        v1=v1,
+        v2=v2,
+        sourced_share=float(removed[src].sum()) / v0,
+        fitted_share=(v1 - v2) / v0,
+        assumed_share=(float(removed[A].sum()) + v2_a) / v0,
+        residual_share=(v2 - v2_a) / v0,
+    )
+    out["data_share"] = out["sourced_share"] + out["fitted_share"]
+    return out
+
+
 def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
     """Probability, verdict and data share of one claim (see the module docstring)."""
     opts = claim.get("protocol") or {}
@@ -332,7 +454,6 @@ def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
         per = {m: ts.summarise(v) for m, v in zip(mods, vals)}
         metric_claim = claim
     prob = float(np.mean(ok))
-    contraction = comparer.cal.contraction()
     shares = []
     for m in mods:
 
@@ -340,15 +461,30 @@ def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
             v = _metric_values(c, times, change)
             return np.log(v) if c["metric"].endswith("_h") else v
 
-        w = comparer.sensitivities(m, opts, readout, fn)
-        total = sum(w.values())
-        shares.append(sum(wi * contraction.get(k, 0.0) for k, wi in w.items()) / total if total > 0 else 0.0)
+        sens = comparer.sensitivities(m, opts, readout, fn)
+        keys = [p["key"] for p in sens]
+        sigma, d = np.array([p["sigma"] for p in sens]), np.array([p["d"] for p in sens])
+        cov = comparer.posterior_covariance(keys, sigma)
+        sh = variance_shares(d, sigma, np.array([p["status"] in SOURCED for p in sens]), cov)
+        cal = np.array([k in comparer.cal.keys for k in keys])
+        # the linearised variance over the calibrated parameters alone: what the draws simulated vary
+        sh["v2_calibrated"] = float(d[cal] @ cov[np.ix_(cal, cal)] @ d[cal]) if cal.any() else 0.0
+        shares.append(sh)
+    for sh, v in zip(shares, vals):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.log(v) if metric_claim["metric"].endswith("_h") else np.asarray(v, dtype=float)
+        f = f[np.isfinite(f)]
+        sh["v2_draws"] = float(np.var(f, ddof=1)) if f.size > 1 else float("nan")
+    split = {k: float(np.mean([sh[k] for sh in shares])) for k in SHARES}
     return dict(
         id=claim["id"],
         text=claim["text"],
         probability=prob,
         verdict=_verdict(prob),
-        data_share=float(np.mean(shares)),
+        **split,
+        variances={
+            m: {k: sh[k] for k in ("v0", "v1", "v2", "v2_calibrated", "v2_draws")} for m, sh in zip(mods, shares)
+        },
         metric=claim["metric"] if claim["op"] != "order" else f"order of {claim.get('of', 't50_h')}",
         readout=readout,
         per_modality=per,
@@ -425,9 +561,15 @@ class Comparison:
         for m in self.modalities:
             for r, v in m["readouts"].items():
                 lines.append(f"{m['name']:<17} {r:<19} {fmt(v['onset_h'])} {fmt(v['t50_h'])} {fmt(v['tmax_h'])}")
-        lines += ["", f"{'claim':<44} {'P':>5} {'verdict':<13} {'data share':>10}"]
+        lines += [
+            "",
+            f"{'claim':<44} {'P':>5} {'verdict':<13} {'data share':>10} {'sourced':>8} {'fitted':>7} {'assumed':>8}",
+        ]
         for c in self.claims:
-            lines.append(f"{c['id']:<44} {c['probability']:5.2f} {c['verdict']:<13} {c['data_share']:10.2f}")
+            lines.append(
+                f"{c['id']:<44} {c['probability']:5.2f} {c['verdict']:<13} {c['data_share']:10.2f} "
+                f"{c['sourced_share']:8.2f} {c['fitted_share']:7.2f} {c['assumed_share']:8.2f}"
+            )
         lines += ["", f"{'counterfactual (spine density T50)':<75} {'T50':>20}"]
         for c in self.counterfactuals:
             lines.append(f"{c['modality'] + ': ' + c['schedule']:<75} {fmt(c['t50_h'])}")
