@@ -77,6 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import params
 from .modalities import build, get_modality
 from .protocols import PROTOCOLS, protocol
 from .schedule import ROUTES, Schedule
@@ -1050,22 +1051,18 @@ def screening_rows(theta0, names, h: float = 0.05) -> tuple[np.ndarray, np.ndarr
 
 def _candidates(modality, species, model) -> dict:
     """Parameters with a usable prior that the model runs on: name -> cards.Parameter."""
-    from .fit import _where
-
     out = {}
     for p in build(modality, species)[1]:
         if p.name == "lag" or p.prior.get("dist") not in ("lognormal", "beta", "normal"):
             continue  # lag times are static (they place events); halfnormal priors have no log scale
-        if _where(model, p.name) is None or not p.value > 0:
+        if not params.has(model, p.name) or not p.value > 0:
             continue
         out[p.name] = p
     return out
 
 
 def _get(model, name):
-    from .fit import _where
-
-    return _where(model, name)(model)
+    return params.get(model, name)
 
 
 def _dist(p, sd_scale=1.0):
@@ -1110,12 +1107,7 @@ def _sd_log(p) -> float:
 
 
 def _set(model, names, values):
-    from .fit import _where
-
-    getters = [_where(model, n) for n in names]
-    return eqx.tree_at(
-        lambda m: tuple(g(m) for g in getters), model, tuple(jnp.asarray(v, dtype=jnp.float64) for v in values)
-    )
+    return params.replace(model, names, values)
 
 
 def saltelli_sample(n: int, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
