@@ -40,6 +40,7 @@ from jaxtyping import Array, Float, Int
 from ._units import amount_factor
 from .model import N_ROUTES, N_SESSION_FEATURES, SESSION_FEATURES, Model
 from .schedule import PATTERNS, ROUTES, Schedule
+from .solvers import default_solver as default_solver
 from .trajectory import Trajectory
 
 #: Save slots per segment (segments with more save times are split).
@@ -291,13 +292,6 @@ def segment_table(
         has_ss=bool(ss.any()),
         has_sessions=bool(len(sess)),
     )
-
-
-def default_solver() -> dfx.AbstractSolver:  # noqa: D401
-    """Kvaerno5 (L-stable ESDIRK, 5th order): stiff-capable, for systems spanning minutes to months.
-    A chord root finder with loose Newton tolerances avoids the rejected steps measured with the
-    default one (see ../shared/NOTES.md)."""
-    return dfx.Kvaerno5(root_finder=dfx.VeryChord(rtol=1e-3, atol=1e-6))
 
 
 #: Status codes returned by :func:`solve`.
