@@ -63,8 +63,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import flipflop
-from .fit import FitError, Problem, _to_natural, _where, describe_solve
+from . import flipflop, params
+from .fit import FitError, Problem, describe_solve
 
 #: Between-study sd of log effect sizes (assumed; see the module docstring).
 TAU_STUDY = 0.3
@@ -276,15 +276,15 @@ class Calibration:
 
         rows = []
         for i, p in enumerate(self.parameters):
-            nat = np.asarray(_to_natural(p["transform"], jnp.asarray(self.draws_z[:, i])))
+            nat = np.asarray(params.to_natural(p["transform"], jnp.asarray(self.draws_z[:, i])))
             rows.append(
                 dict(
                     parameter=p["key"],
-                    map=float(_to_natural(p["transform"], self.map_z[i])),
+                    map=float(params.to_natural(p["transform"], self.map_z[i])),
                     q05=float(np.quantile(nat, 0.05)),
                     q95=float(np.quantile(nat, 0.95)),
                     unit=p["unit"],
-                    prior_median=float(_to_natural(p["transform"], p["prior_mu"])),
+                    prior_median=float(params.to_natural(p["transform"], p["prior_mu"])),
                     sd_ratio=p["sd_ratio"],
                     data_taught_little=p["sd_ratio"] > 0.9,
                     marginal=p.get("marginal", "laplace"),
@@ -307,7 +307,7 @@ class Calibration:
                 continue
             if card != "core" and (card, base) not in have:
                 continue
-            where = _where(model, base)
+            where = params.where(model, base)
             if where is not None:
                 out.append((i, where, p["transform"]))
         return out
@@ -339,7 +339,7 @@ class Calibration:
     @staticmethod
     def _apply(model, setters, z):
         for i, where, transform in setters:
-            model = eqx.tree_at(where, model, jnp.asarray(_to_natural(transform, float(z[i])), dtype=jnp.float64))
+            model = eqx.tree_at(where, model, jnp.asarray(params.to_natural(transform, float(z[i])), dtype=jnp.float64))
         return model
 
     def to_dict(self) -> dict:
@@ -379,6 +379,25 @@ def load(path=None) -> Calibration:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); rerun `python -m pkpd.calibrate`") from e
     return Calibration.from_dict(d)
+
+
+def model(name: str, species: str = "human", *, calibrated: bool = False, **overrides):
+    """The model of modality ``name`` for ``species`` (human, mouse, rat) with model-card values,
+    or with ``calibrated=True`` at the MAP of the shipped joint calibration (parameters no data
+    informed keep their card values; posterior draws: ``pkpd.calibrate.load().models(name, n)``).
+    This is ``pkpd.model``; ``overrides`` replace card values by parameter name
+    (:func:`pkpd.modalities.build`).
+
+    >>> m = pkpd.model("psilocybin", species="human")
+    """
+    from .modalities import build, get_modality
+
+    if calibrated:
+        if overrides:
+            raise ValueError(f"calibrated=True takes no parameter overrides (got {sorted(overrides)})")
+        get_modality(name)
+        return load().model(name, species=species)
+    return build(name, species, **overrides)[0]
 
 
 def calibrate(
@@ -1358,7 +1377,7 @@ def nuts(
         numpyro.factor("prior", flipflop.log_prior(theta, mu, sigma, mirrored))
         z = flipflop.fold_jax(theta[:K], mirrored)  # report the ka >= ke labelling (flipflop module docstring)
         numpyro.deterministic("parameters", z)
-        numpyro.deterministic("natural", jnp.stack([_to_natural(t, z[i]) for i, t in enumerate(transforms)]))
+        numpyro.deterministic("natural", jnp.stack([params.to_natural(t, z[i]) for i, t in enumerate(transforms)]))
         numpyro.deterministic("tau", jnp.exp(theta[K]))
         numpyro.factor("data", loglik(theta))
 
