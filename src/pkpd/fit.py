@@ -489,14 +489,7 @@ def fit_nuts(
     if init is None:
         init = fit_map(problem, starts=1, progress=progress)
     sites = tuple(f"z_{n}" for n in problem.names)
-    inverse_mass = None
-    if mass == "laplace":
-        cov = np.asarray(init.cov_z, dtype=np.float64)
-        cov = 0.5 * (cov + cov.T)
-        # Symmetrised and jittered; used only if positive definite (else NumPyro's identity start).
-        cov = cov + 1e-9 * np.eye(len(sites))
-        if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
-            inverse_mass = {sites: jnp.asarray(cov)} if dense_mass else None  # diagonal: NumPyro's own start
+    inverse_mass = _laplace_inverse_mass(init, sites) if mass == "laplace" and dense_mass else None
     kernel = NUTS(
         model,
         dense_mass=[sites] if dense_mass else False,
@@ -529,6 +522,7 @@ def fit_nuts(
     )
     extra = mcmc.get_extra_fields()
     n_div = int(np.sum(np.asarray(extra["diverging"]))) if "diverging" in extra else -1
+    triples = problem.flip_flop_triples() if flip_flop else []
     idata.posterior.attrs.update(
         modality=problem.modality,
         sampling_seconds=seconds,
@@ -538,11 +532,20 @@ def fit_nuts(
         mass=mass,
         max_tree_depth=int(max_tree_depth),
         forward_mode=int(bool(forward_mode)),
-        flip_flop=json.dumps(
-            [[problem.names[i] for i in t] for t in (problem.flip_flop_triples() if flip_flop else [])]
-        ),
+        flip_flop=json.dumps([[problem.names[i] for i in t] for t in triples]),
     )
     return idata
+
+
+def _laplace_inverse_mass(init: MapFit, sites: tuple) -> dict | None:
+    """The MAP's Laplace covariance as NumPyro's dense inverse mass matrix over ``sites``,
+    symmetrised and jittered; None (NumPyro's identity start) unless it is positive definite."""
+    cov = np.asarray(init.cov_z, dtype=np.float64)
+    cov = 0.5 * (cov + cov.T)
+    cov = cov + 1e-9 * np.eye(len(sites))
+    if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
+        return {sites: jnp.asarray(cov)}
+    return None
 
 
 def fit(
