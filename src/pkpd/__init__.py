@@ -17,11 +17,12 @@ from . import (
     plot as plot,
     timescales as timescales,
 )
+from .calibrate import model as model
 from .compare import compare as compare
 from .data import datasets as datasets, load_curves as load_curves, read_webplotdigitizer as read_webplotdigitizer
 from .design import optimise_schedule as optimise_schedule, sensitivity as sensitivity
 from .fit import MapFit as MapFit, fit as fit
-from .modalities import citation as citation, modalities as modalities, model as model, parameters as parameters
+from .modalities import citation as citation, modalities as modalities, parameters as parameters
 from .model import SESSION_FEATURES as SESSION_FEATURES, Model as Model
 from .nonmem import read_nonmem as read_nonmem
 from .observe import ErrorModel as ErrorModel

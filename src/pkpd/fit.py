@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cards, flipflop
+from . import cards, flipflop, params
 from .modalities import build, get_modality
 from .observe import ClinicalLink, ErrorModel, ObservationSet, predict, prepare
 
@@ -95,34 +95,17 @@ class ParamSpec:
 
 
 def _prior_z(p: cards.Parameter) -> tuple[str, float, float]:
-    d = p.prior["dist"]
-    if d == "lognormal":
-        return "log", float(np.log(p.prior["median"])), float(p.prior["sigma"])
-    if d == "beta":
-        m, c = float(p.prior["mean"]), float(p.prior["concentration"])
-        return "logit", float(np.log(m / (1 - m))), float(1.0 / np.sqrt(m * (1 - m) * (c + 1)))
-    if d == "normal":
-        return "identity", float(p.prior["mean"]), float(p.prior["sd"])
-    raise FitError(f"{p.card}.{p.name}: a {d} prior cannot be fitted (e.g. lag times are static)")
+    """``(transform, mean, sd)`` of a card parameter's prior in the fitted space
+    (:func:`pkpd.params.prior_transform`); :class:`FitError` for a prior that cannot be fitted."""
+    try:
+        return params.prior_transform(p.card, p.name, p.prior)
+    except ValueError as e:
+        raise FitError(str(e)) from None
 
 
-def _to_natural(transform, z):
-    return {"log": jnp.exp, "logit": jax.nn.sigmoid, "identity": lambda x: x}[transform](z)
-
-
-def _where(model, base):
-    """Getter of parameter ``base`` inside a PlasticityModel (core, driver or driver.pk)."""
-    for getter in (lambda m: m.core, lambda m: m.driver, lambda m: m.driver.pk):
-        try:
-            obj = getter(model)
-        except AttributeError:
-            continue
-        if (
-            base in {f.name for f in getattr(obj, "__dataclass_fields__", {}).values()}
-            and getattr(obj, base) is not None
-        ):
-            return lambda m, g=getter: getattr(g(m), base)
-    return None
+# Kept for callers of the former private helpers; the public versions live in pkpd.params.
+_to_natural = params.to_natural
+_where = params.where
 
 
 class Problem:
@@ -131,64 +114,76 @@ class Problem:
     def __init__(
         self, modality: str, data=None, *, parameters=None, error: ErrorModel | None = None, solve: dict | None = None
     ):
-        from .data import datasets, load_curves
-
         get_modality(modality)
         #: ODE solver settings of :meth:`predict`: :data:`FIT_SOLVE` with ``solve``'s overrides
         self.solve = solve_settings(solve)
         self.modality = modality
-        df = datasets(modality) if data is None else load_curves(data)
         self.models: dict = {}
         self.used: dict = {}
-
-        def model_for(species):
-            if species not in self.models:
-                self.models[species], used = build(modality, species)
-                self.used[species] = {p.name: p for p in used}
-            return self.models[species]
-
-        self.obs: ObservationSet = prepare(modality, df, model_for)
-        if self.obs.n == 0:
-            reasons = "; ".join(sorted(set(self.obs.excluded.get("reason", [])))) or "no rows for this modality"
-            raise FitError(f"no usable data for {modality!r}: {reasons}")
+        self.obs: ObservationSet = self._observations(data)
         core = cards.load("core", "core")
         self.clinical = ClinicalLink(**{n: core.get(n, "all").value for n in CLINICAL})
         self._clinical_cards = {n: core.get(n, "all") for n in CLINICAL}
         self.error = error or ErrorModel()
-        if parameters is None:
-            # readouts in row order, not a set's: a set of strings iterates in an order that changes
-            # with PYTHONHASHSEED, and with it the parameter order and the calibration's draws
-            readouts = dict.fromkeys(self.obs.rows["readout"])
-            parameters = list(dict.fromkeys(n for r in readouts for n in INFORMS.get(r, ())))
-            auto = True
-        else:
-            auto = False
         self.specs: list[ParamSpec] = []
+        auto = parameters is None
+        if auto:
+            parameters = self._informed_parameters()
         for name in parameters:
-            base, _, sp = name.partition("@")
-            if base in CLINICAL:
-                p = self._clinical_cards[base]
-                self._add(name, base, None, p)
-                continue
-            species_list = [sp] if sp else (self.obs.species if base in PK_TARGET else [None])
-            for s in species_list:
-                m = self.models.get(s or self.obs.species[0])
-                if m is None:
-                    raise FitError(f"parameter {name!r}: no data for species {s!r}")
-                if _where(m, base) is None:
-                    if auto:
-                        continue
-                    raise FitError(f"parameter {base!r} is not a parameter of the {modality} model")
-                if base in PK_TARGET and s is not None and not self._pk_informed(base, s):
-                    continue
-                p = self.used[s or self.obs.species[0]].get(base)
-                if p is None:
-                    raise FitError(f"parameter {base!r} has no model-card entry")
-                self._add(f"{base}@{s}" if base in PK_TARGET else base, base, s if base in PK_TARGET else None, p)
+            self._add_parameter(name, auto)
         if not self.specs:
             raise FitError(f"none of the parameters {parameters} can be informed by the usable data of {modality!r}")
         self.mu = np.array([s.mu for s in self.specs])
         self.sigma = np.array([s.sigma for s in self.specs])
+
+    def _model_for(self, species):
+        """The card model of ``species`` (built once), recording the card parameters it runs on."""
+        if species not in self.models:
+            self.models[species], used = build(self.modality, species)
+            self.used[species] = {p.name: p for p in used}
+        return self.models[species]
+
+    def _observations(self, data) -> ObservationSet:
+        """The usable rows of ``data`` (default: the curated library's rows for the modality)."""
+        from .data import datasets, load_curves
+
+        df = datasets(self.modality) if data is None else load_curves(data)
+        obs = prepare(self.modality, df, self._model_for)
+        if obs.n == 0:
+            reasons = "; ".join(sorted(set(obs.excluded.get("reason", [])))) or "no rows for this modality"
+            raise FitError(f"no usable data for {self.modality!r}: {reasons}")
+        return obs
+
+    def _informed_parameters(self) -> list[str]:
+        """The parameters the usable rows' readouts inform (:data:`INFORMS`), in row order."""
+        # readouts in row order, not a set's: a set of strings iterates in an order that changes
+        # with PYTHONHASHSEED, and with it the parameter order and the calibration's draws
+        readouts = dict.fromkeys(self.obs.rows["readout"])
+        return list(dict.fromkeys(n for r in readouts for n in INFORMS.get(r, ())))
+
+    def _add_parameter(self, name: str, auto: bool) -> None:
+        """Add the specification(s) of parameter ``name`` (``"cl@human"``: one species; PK and target
+        parameters without a species: one per species in the data). With ``auto``, parameters the
+        model does not have are skipped instead of refused."""
+        base, _, sp = name.partition("@")
+        if base in CLINICAL:
+            self._add(name, base, None, self._clinical_cards[base])
+            return
+        species_list = [sp] if sp else (self.obs.species if base in PK_TARGET else [None])
+        for s in species_list:
+            m = self.models.get(s or self.obs.species[0])
+            if m is None:
+                raise FitError(f"parameter {name!r}: no data for species {s!r}")
+            if not params.has(m, base):
+                if auto:
+                    continue
+                raise FitError(f"parameter {base!r} is not a parameter of the {self.modality} model")
+            if base in PK_TARGET and s is not None and not self._pk_informed(base, s):
+                continue
+            p = self.used[s or self.obs.species[0]].get(base)
+            if p is None:
+                raise FitError(f"parameter {base!r} has no model-card entry")
+            self._add(f"{base}@{s}" if base in PK_TARGET else base, base, s if base in PK_TARGET else None, p)
 
     def _pk_informed(self, base, species):
         rows = self.obs.rows[self.obs.rows["species"] == species]
@@ -217,20 +212,19 @@ class Problem:
         return [s.name for s in self.specs]
 
     def natural(self, z) -> dict:
-        return {s.name: _to_natural(s.transform, z[i]) for i, s in enumerate(self.specs)}
+        return {s.name: params.to_natural(s.transform, z[i]) for i, s in enumerate(self.specs)}
 
     def apply(self, z):
         """Models per species and the clinical link with the parameters ``z`` (unconstrained)."""
         models = dict(self.models)
         clinical = self.clinical
         for i, s in enumerate(self.specs):
-            x = _to_natural(s.transform, z[i])
+            x = params.to_natural(s.transform, z[i])
             if s.base in CLINICAL:
                 clinical = eqx.tree_at(lambda c, b=s.base: getattr(c, b), clinical, x)
                 continue
             for sp in [s.species] if s.species else list(models):
-                where = _where(models[sp], s.base)
-                models[sp] = eqx.tree_at(where, models[sp], x)
+                models[sp] = params.set(models[sp], s.base, x)
         return models, clinical
 
     def predict(self, z, *, adjoint=None):
@@ -281,7 +275,7 @@ class MapFit:
                     parameter=n,
                     map=float(self.natural[n]),
                     unit=spec.unit if spec else "",
-                    prior_median=float(_to_natural(spec.transform, spec.mu)) if spec else np.nan,
+                    prior_median=float(params.to_natural(spec.transform, spec.mu)) if spec else np.nan,
                     sd_z=sd,
                     sd_ratio=self.sd_ratio[n],
                     data_taught_little=self.sd_ratio[n] > 0.9,
@@ -421,7 +415,7 @@ def _numpyro_model(problem: Problem, *, forward_mode: bool = False, flip_flop: b
                 flipflop.log_prior(z, mu, sigma, mirrored) - jnp.sum(dist.Normal(mu, sigma).log_prob(z)),
             )
             shown = flipflop.fold_jax(z, mirrored)
-        for s, x in zip(problem.specs, [_to_natural(s.transform, shown[i]) for i, s in enumerate(problem.specs)]):
+        for s, x in zip(problem.specs, [params.to_natural(s.transform, shown[i]) for i, s in enumerate(problem.specs)]):
             numpyro.deterministic(s.name, x)
         pred = problem.predict(z, adjoint=adjoint)
         numpyro.deterministic("prediction", pred)
@@ -495,14 +489,7 @@ def fit_nuts(
     if init is None:
         init = fit_map(problem, starts=1, progress=progress)
     sites = tuple(f"z_{n}" for n in problem.names)
-    inverse_mass = None
-    if mass == "laplace":
-        cov = np.asarray(init.cov_z, dtype=np.float64)
-        cov = 0.5 * (cov + cov.T)
-        # Symmetrised and jittered; used only if positive definite (else NumPyro's identity start).
-        cov = cov + 1e-9 * np.eye(len(sites))
-        if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
-            inverse_mass = {sites: jnp.asarray(cov)} if dense_mass else None  # diagonal: NumPyro's own start
+    inverse_mass = _laplace_inverse_mass(init, sites) if mass == "laplace" and dense_mass else None
     kernel = NUTS(
         model,
         dense_mass=[sites] if dense_mass else False,
@@ -535,6 +522,7 @@ def fit_nuts(
     )
     extra = mcmc.get_extra_fields()
     n_div = int(np.sum(np.asarray(extra["diverging"]))) if "diverging" in extra else -1
+    triples = problem.flip_flop_triples() if flip_flop else []
     idata.posterior.attrs.update(
         modality=problem.modality,
         sampling_seconds=seconds,
@@ -544,11 +532,20 @@ def fit_nuts(
         mass=mass,
         max_tree_depth=int(max_tree_depth),
         forward_mode=int(bool(forward_mode)),
-        flip_flop=json.dumps(
-            [[problem.names[i] for i in t] for t in (problem.flip_flop_triples() if flip_flop else [])]
-        ),
+        flip_flop=json.dumps([[problem.names[i] for i in t] for t in triples]),
     )
     return idata
+
+
+def _laplace_inverse_mass(init: MapFit, sites: tuple) -> dict | None:
+    """The MAP's Laplace covariance as NumPyro's dense inverse mass matrix over ``sites``,
+    symmetrised and jittered; None (NumPyro's identity start) unless it is positive definite."""
+    cov = np.asarray(init.cov_z, dtype=np.float64)
+    cov = 0.5 * (cov + cov.T)
+    cov = cov + 1e-9 * np.eye(len(sites))
+    if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
+        return {sites: jnp.asarray(cov)}
+    return None
 
 
 def fit(

@@ -13,8 +13,8 @@ so every readout computed from the concentration (occupancy, effect compartments
 core downstream, and every summary statistic) is too. Concentration data cannot tell which rate is
 absorption ("flip-flop" kinetics); where the two are close (psilocin: tmax 2 h against t1/2 1.7 h,
 Holze 2023, so ``ka`` 0.60 or 0.42 1/h) the posterior has two mirror-image modes of equal
-likelihood. Each sampler chain stays in one of them; the session-8 library NUTS had its two chains
-on opposite sides (share of draws with ``ka < ke``: 31 % and 63 %), whence psilocybin.v R-hat 1.26.
+likelihood. Each sampler chain tends to stay in one of them; two chains on opposite sides inflate
+R-hat (psilocybin.v) although both sample the same posterior.
 
 In log space the swap is the affine involution ``M: (a, c, w) -> (c - w, c, c - a)`` with
 ``a = log ka``, ``c = log cl``, ``w = log v`` (``|det M| = 1``); it maps ``d = a - (c - w) =

@@ -25,6 +25,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .schedule import PATTERNS, ROUTES
+from .solvers import default_solver
 
 #: Features of a device session as the model sees them, in this order.
 SESSION_FEATURES: tuple[str, ...] = (
@@ -90,9 +91,8 @@ class Model(eqx.Module):
         return len(self.state_names)
 
     def default_solver(self):
-        """The diffrax solver ``simulate`` uses unless told otherwise: stiff-capable Kvaerno5."""
-        from .simulate import default_solver
-
+        """The diffrax solver ``simulate`` uses unless told otherwise: stiff-capable Kvaerno5
+        (:func:`pkpd.solvers.default_solver`)."""
         return default_solver()
 
     def initial_state(self) -> Float[Array, " states"]:

@@ -121,6 +121,15 @@ class Schedule(eqx.Module):
     label: str = eqx.field(default="", static=True)
 
     def __check_init__(self):
+        self._check_dtypes()
+        nd, ns = self._check_lengths()
+        self._check_values()
+        self._check_codes(nd, ns)
+        self._check_doses()
+        if ns:
+            self._check_sessions()
+
+    def _check_dtypes(self):
         for name in ("dose_route", "session_pattern"):
             arr = np.asarray(getattr(self, name))
             if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -131,6 +140,9 @@ class Schedule(eqx.Module):
                 raise ValueError(f"{name} must be boolean, got dtype {arr.dtype}")
         if self.amount_unit not in AMOUNT_UNITS:
             raise ValueError(f"amount_unit={self.amount_unit!r} is not known; valid: {sorted(AMOUNT_UNITS)}")
+
+    def _check_lengths(self) -> tuple[int, int]:
+        """Every dose array as long as ``dose_time``, every session array as ``session_start``."""
         nd = np.shape(self.dose_time)[0] if np.ndim(self.dose_time) == 1 else -1
         for name in ("dose_time", "dose_amount", "dose_route", "dose_duration", "dose_ss", "dose_ii"):
             arr = getattr(self, name)
@@ -153,6 +165,10 @@ class Schedule(eqx.Module):
                 raise ValueError(
                     f"length mismatch: {name} has shape {np.shape(arr)}, session_start has {np.shape(self.session_start)}"
                 )
+        return nd, ns
+
+    def _check_values(self):
+        """Times, amounts and session settings finite and >= 0 (durations > 0), starts sorted."""
         for name in (
             "dose_time",
             "dose_amount",
@@ -186,12 +202,17 @@ class Schedule(eqx.Module):
                 f"session_start[{i - 1}]={float(self.session_start[i - 1])!r}); give non-decreasing "
                 "starts or use the Schedule builders, which sort stably"
             )
+
+    def _check_codes(self, nd: int, ns: int):
         if nd and (np.any(self.dose_route < 0) or np.any(self.dose_route >= len(ROUTES))):
             raise ValueError(f"dose_route codes must be in 0..{len(ROUTES) - 1} ({ROUTES}), got {self.dose_route}")
         if ns and (np.any(self.session_pattern < 0) or np.any(self.session_pattern >= len(PATTERNS))):
             raise ValueError(
                 f"session_pattern codes must be in 0..{len(PATTERNS) - 1} ({PATTERNS}), got {self.session_pattern}"
             )
+
+    def _check_doses(self):
+        """Durations only for infusions; steady-state doses with an interval longer than the infusion."""
         infusion = self.dose_route == ROUTES.index("infusion")
         if np.any(infusion & (self.dose_duration <= 0)):
             i = int(np.argmax(infusion & (self.dose_duration <= 0)))
@@ -213,19 +234,21 @@ class Schedule(eqx.Module):
                 f"dose_duration[{i}]={float(self.dose_duration[i])!r} h of a steady-state infusion must be "
                 f"<= its dosing interval dose_ii[{i}]={float(self.dose_ii[i])!r} h"
             )
-        if ns:
-            if np.any(self.session_duration <= 0):
-                i = int(np.argmax(self.session_duration <= 0))
-                raise ValueError(f"session_duration[{i}]={float(self.session_duration[i])!r} must be > 0 (hours)")
-            end = self.session_start + self.session_duration
-            overlap = self.session_start[1:] < end[:-1] - 1e-12
-            if overlap.any():
-                i = int(np.argmax(overlap)) + 1
-                raise ValueError(
-                    f"sessions overlap: session_start[{i}]={float(self.session_start[i])!r} h is before "
-                    f"session {i - 1} ends at {float(end[i - 1])!r} h; each session must start at or "
-                    "after the end of the previous one"
-                )
+
+    def _check_sessions(self):
+        """Sessions last > 0 h and do not overlap."""
+        if np.any(self.session_duration <= 0):
+            i = int(np.argmax(self.session_duration <= 0))
+            raise ValueError(f"session_duration[{i}]={float(self.session_duration[i])!r} must be > 0 (hours)")
+        end = self.session_start + self.session_duration
+        overlap = self.session_start[1:] < end[:-1] - 1e-12
+        if overlap.any():
+            i = int(np.argmax(overlap)) + 1
+            raise ValueError(
+                f"sessions overlap: session_start[{i}]={float(self.session_start[i])!r} h is before "
+                f"session {i - 1} ends at {float(end[i - 1])!r} h; each session must start at or "
+                "after the end of the previous one"
+            )
 
     # ------------------------------------------------------------------ info
     @property

@@ -40,6 +40,7 @@ from jaxtyping import Array, Float, Int
 from ._units import amount_factor
 from .model import N_ROUTES, N_SESSION_FEATURES, SESSION_FEATURES, Model
 from .schedule import PATTERNS, ROUTES, Schedule
+from .solvers import default_solver as default_solver
 from .trajectory import Trajectory
 
 #: Save slots per segment (segments with more save times are split).
@@ -131,6 +132,43 @@ def segment_table(
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a pkpd.Schedule, got {type(schedule).__name__}")
     t = check_times(times)
+    _check_routes(model, schedule)
+    scale = amount_factor(schedule.amount_unit, model.dose_unit) if schedule.n_doses else 1.0
+    ev = _schedule_events(model, schedule, scale)
+    t = _snap_to_events(t, ev)
+    t_last = float(t[-1])
+    event_times = (
+        [b[0] for b in ev["bolus"]]
+        + [r[0] for r in ev["rate"]]
+        + [r[1] for r in ev["rate"]]
+        + [s[0] for s in ev["ss"]]
+        + [s[0] for s in ev["sessions"]]
+        + [s[1] for s in ev["sessions"]]
+    )
+    t_begin = min([float(t[0])] + event_times)
+    bounds = np.unique(np.array([t_begin] + [e for e in event_times if e <= t_last], dtype=np.float64))
+    ends = np.append(bounds[1:], t_last)
+    inputs = _segment_inputs(schedule, ev, bounds, t_last, scale)
+    rows = _split_at_saves(t, bounds, ends, save_slots)
+    n_needed = len(rows)
+    size = _bucket(n_needed) if n_segments is None else int(n_segments)
+    if size < n_needed:
+        raise ValueError(f"n_segments={n_segments} is too small: this schedule and time grid need {n_needed}")
+    t0, t1, save_ts, save_index = _save_layout(t, rows, size, save_slots, t_last)
+    persist = ("rate", "session")  # inputs persist over every sub-segment of an event segment
+    fills = {"ss_ii": 1.0}
+    return SegmentTable(
+        t0=jnp.asarray(t0),
+        t1=jnp.asarray(t1),
+        **{k: jnp.asarray(_expand(v, rows, size, fills.get(k, 0.0), k in persist)) for k, v in inputs.items()},
+        save_ts=jnp.asarray(save_ts),
+        save_index=jnp.asarray(save_index),
+        has_ss=bool(inputs["ss"].any()),
+        has_sessions=bool(len(ev["sessions"])),
+    )
+
+
+def _check_routes(model: Model, schedule: Schedule) -> None:
     for r in np.unique(schedule.dose_route):
         if not model.accepts_route(ROUTES[r]):
             raise ValueError(
@@ -138,12 +176,15 @@ def segment_table(
                 "an absorption rate ka); valid routes for it: "
                 f"{[x for x in ROUTES if model.accepts_route(x)]}"
             )
-    scale = amount_factor(schedule.amount_unit, model.dose_unit) if schedule.n_doses else 1.0
-    t_last = float(t[-1])
 
-    bolus_ev: list[tuple[float, int, float]] = []  # (time, route, amount)
-    rate_ev: list[tuple[float, float, int, float]] = []  # (start, end, route, rate)
-    ss_ev: list[tuple[float, int, float]] = []  # (time, dose index, lag)
+
+def _schedule_events(model: Model, schedule: Schedule, scale: float) -> dict[str, list]:
+    """The schedule's events for ``model``: ``bolus`` (arrival time, route, amount in the model's
+    unit), ``rate`` (start, end, route, rate), ``ss`` (time, dose index, lag) and ``sessions``
+    (start, end, session index)."""
+    bolus_ev: list[tuple[float, int, float]] = []
+    rate_ev: list[tuple[float, float, int, float]] = []
+    ss_ev: list[tuple[float, int, float]] = []
     for i in range(schedule.n_doses):
         route = ROUTES[schedule.dose_route[i]]
         amt = float(schedule.dose_amount[i]) * scale
@@ -164,11 +205,17 @@ def segment_table(
         (float(schedule.session_start[i]), float(schedule.session_start[i] + schedule.session_duration[i]), i)
         for i in range(schedule.n_sessions)
     ]
+    return {"bolus": bolus_ev, "rate": rate_ev, "ss": ss_ev, "sessions": sess}
 
-    # Unit conversions leave round-off (0.1 d -> 2.4000000000000004 h): a save time within 1e-9 h of
-    # an event is treated as at the event (so it reports the post-event state).
+
+def _snap_to_events(t: np.ndarray, ev: dict) -> np.ndarray:
+    """Save times within 1e-9 h of an event moved onto it: unit conversions leave round-off
+    (0.1 d -> 2.4000000000000004 h), and a save time at an event reports the post-event state."""
     ev_all = np.array(
-        [b[0] for b in bolus_ev] + [r[0] for r in rate_ev] + [s_[0] for s_ in ss_ev] + [s_[0] for s_ in sess],
+        [b[0] for b in ev["bolus"]]
+        + [r[0] for r in ev["rate"]]
+        + [s_[0] for s_ in ev["ss"]]
+        + [s_[0] for s_ in ev["sessions"]],
         dtype=np.float64,
     )
     if ev_all.size:
@@ -177,51 +224,51 @@ def segment_table(
         for cand in (j, np.clip(j + 1, 0, evs.size - 1)):
             close = np.abs(evs[cand] - t) <= 1e-9
             t = np.where(close, evs[cand], t)
-        t_last = float(t[-1])
-    event_times = (
-        [b[0] for b in bolus_ev]
-        + [r[0] for r in rate_ev]
-        + [r[1] for r in rate_ev]
-        + [s[0] for s in ss_ev]
-        + [s[0] for s in sess]
-        + [s[1] for s in sess]
-    )
-    t_begin = min([float(t[0])] + event_times)
-    bounds = np.unique(np.array([t_begin] + [e for e in event_times if e <= t_last], dtype=np.float64))
-    ends = np.append(bounds[1:], t_last)
-    m = bounds.shape[0]
+    return t
 
-    bolus = np.zeros((m, N_ROUTES))
-    rate = np.zeros((m, N_ROUTES))
-    session = np.zeros((m, N_SESSION_FEATURES))
-    onset = np.zeros((m, N_SESSION_FEATURES))
+
+def _segment_inputs(schedule: Schedule, ev: dict, bounds: np.ndarray, t_last: float, scale: float) -> dict:
+    """Per event segment (starting at ``bounds``): bolus amounts, infusion rates, session features,
+    session-onset features and the steady-state reset of a dose (SS=1) starting there."""
+    m = bounds.shape[0]
+    out = dict(
+        bolus=np.zeros((m, N_ROUTES)),
+        rate=np.zeros((m, N_ROUTES)),
+        session=np.zeros((m, N_SESSION_FEATURES)),
+        onset=np.zeros((m, N_SESSION_FEATURES)),
+    )
+    seg_of = lambda time: int(np.searchsorted(bounds, time, side="right") - 1)  # noqa: E731
+    for time, r, amt in ev["bolus"]:
+        if time <= t_last:
+            out["bolus"][seg_of(time), r] += amt
+    for start, end, r, rr in ev["rate"]:
+        if start > t_last:
+            continue
+        for k in range(seg_of(start), m):
+            if bounds[k] >= end:
+                break
+            out["rate"][k, r] += rr
+    for start, end, i in ev["sessions"]:
+        if start > t_last:
+            continue
+        feat = _session_features(schedule, i)
+        k0 = seg_of(start)
+        out["onset"][k0] = feat
+        for k in range(k0, m):
+            if bounds[k] >= end:
+                break
+            out["session"][k] = feat
+    out.update(_steady_state_inputs(schedule, ev["ss"], seg_of, m, t_last, scale))
+    return out
+
+
+def _steady_state_inputs(schedule: Schedule, ss_ev, seg_of, m: int, t_last: float, scale: float) -> dict:
     ss = np.zeros(m)
     ss_bolus = np.zeros((m, N_ROUTES))
     ss_rate = np.zeros((m, N_ROUTES))
     ss_duration = np.zeros(m)
     ss_ii = np.ones(m)
     ss_lag = np.zeros(m)
-    seg_of = lambda time: int(np.searchsorted(bounds, time, side="right") - 1)  # noqa: E731
-    for time, r, amt in bolus_ev:
-        if time <= t_last:
-            bolus[seg_of(time), r] += amt
-    for start, end, r, rr in rate_ev:
-        if start > t_last:
-            continue
-        for k in range(seg_of(start), m):
-            if bounds[k] >= end:
-                break
-            rate[k, r] += rr
-    for start, end, i in sess:
-        if start > t_last:
-            continue
-        feat = _session_features(schedule, i)
-        k0 = seg_of(start)
-        onset[k0] = feat
-        for k in range(k0, m):
-            if bounds[k] >= end:
-                break
-            session[k] = feat
     for time, i, lag in ss_ev:
         if time > t_last:
             continue
@@ -238,10 +285,15 @@ def segment_table(
             ss_bolus[k, route] = amt
         ss_ii[k] = float(schedule.dose_ii[i])
         ss_lag[k] = lag
+    return dict(ss=ss, ss_bolus=ss_bolus, ss_rate=ss_rate, ss_duration=ss_duration, ss_ii=ss_ii, ss_lag=ss_lag)
 
-    # Assign save times to segments (right-continuous) and split crowded segments at save times.
+
+def _split_at_saves(t: np.ndarray, bounds: np.ndarray, ends: np.ndarray, save_slots: int) -> list:
+    """Rows ``(event segment, t0, t1, save positions)``: save times assigned to segments
+    (right-continuous), a segment with more than ``save_slots`` of them split at save times."""
+    m = bounds.shape[0]
     seg_idx = np.clip(np.searchsorted(bounds, t, side="right") - 1, 0, m - 1)
-    rows: list[tuple[int, float, float, np.ndarray]] = []  # (event segment, t0, t1, save positions)
+    rows: list[tuple[int, float, float, np.ndarray]] = []
     for k in range(m):
         pos = np.nonzero(seg_idx == k)[0]
         chunks = [pos[j : j + save_slots] for j in range(0, max(len(pos), 1), save_slots)]
@@ -249,20 +301,22 @@ def segment_table(
             start = bounds[k] if j == 0 else float(t[chunk[0]])
             end = ends[k] if j == len(chunks) - 1 else float(t[chunks[j + 1][0]])
             rows.append((k, start, end, chunk))
-    n_needed = len(rows)
-    size = _bucket(n_needed) if n_segments is None else int(n_segments)
-    if size < n_needed:
-        raise ValueError(f"n_segments={n_segments} is too small: this schedule and time grid need {n_needed}")
+    return rows
 
-    def expand(arr, fill=0.0, persist=False):
-        # Inputs (rates, active session) persist over every sub-segment of an event segment;
-        # jumps and resets happen only in its first sub-segment.
-        out = np.full((size,) + arr.shape[1:], fill, dtype=np.float64)
-        for row, (k, *_rest) in enumerate(rows):
-            if persist or row == 0 or rows[row - 1][0] != k:
-                out[row] = arr[k]
-        return out
 
+def _expand(arr: np.ndarray, rows: list, size: int, fill: float = 0.0, persist: bool = False) -> np.ndarray:
+    """Per-event-segment values laid out over the ``size`` padded rows: inputs that ``persist``
+    (rates, active session) on every sub-segment of their event segment; jumps and resets only
+    on its first sub-segment."""
+    out = np.full((size,) + arr.shape[1:], fill, dtype=np.float64)
+    for row, (k, *_rest) in enumerate(rows):
+        if persist or row == 0 or rows[row - 1][0] != k:
+            out[row] = arr[k]
+    return out
+
+
+def _save_layout(t: np.ndarray, rows: list, size: int, save_slots: int, t_last: float):
+    """``(t0, t1, save_ts, save_index)`` of the padded table (padding: zero-length rows at ``t_last``)."""
     t0 = np.full(size, t_last)
     t1 = np.full(size, t_last)
     save_ts = np.full((size, save_slots), t_last)
@@ -272,32 +326,7 @@ def segment_table(
         save_ts[row, :] = end
         save_ts[row, : len(chunk)] = t[chunk]
         save_index[chunk] = row * save_slots + np.arange(len(chunk))
-
-    return SegmentTable(
-        t0=jnp.asarray(t0),
-        t1=jnp.asarray(t1),
-        bolus=jnp.asarray(expand(bolus)),
-        rate=jnp.asarray(expand(rate, persist=True)),
-        session=jnp.asarray(expand(session, persist=True)),
-        onset=jnp.asarray(expand(onset)),
-        ss=jnp.asarray(expand(ss)),
-        ss_bolus=jnp.asarray(expand(ss_bolus)),
-        ss_rate=jnp.asarray(expand(ss_rate)),
-        ss_duration=jnp.asarray(expand(ss_duration)),
-        ss_ii=jnp.asarray(expand(ss_ii, 1.0)),
-        ss_lag=jnp.asarray(expand(ss_lag)),
-        save_ts=jnp.asarray(save_ts),
-        save_index=jnp.asarray(save_index),
-        has_ss=bool(ss.any()),
-        has_sessions=bool(len(sess)),
-    )
-
-
-def default_solver() -> dfx.AbstractSolver:  # noqa: D401
-    """Kvaerno5 (L-stable ESDIRK, 5th order): stiff-capable, for systems spanning minutes to months.
-    A chord root finder with loose Newton tolerances avoids the rejected steps measured with the
-    default one (see ../shared/NOTES.md)."""
-    return dfx.Kvaerno5(root_finder=dfx.VeryChord(rtol=1e-3, atol=1e-6))
+    return t0, t1, save_ts, save_index
 
 
 #: Status codes returned by :func:`solve`.
@@ -343,22 +372,7 @@ def solve(
 
     def step(carry, seg):
         y, status = carry
-        if table.has_ss:
-            on = seg["ss"] > 0
-            # Double where: segments without an SS dose evaluate a harmless dummy steady state
-            # (ii = 24 h, no dose) so that no NaN can flow back through the unused branch.
-            y_ss = model.steady_state(
-                y,
-                jnp.where(on, seg["ss_bolus"], 0.0),
-                jnp.where(on, seg["ss_rate"], 0.0),
-                jnp.where(on, seg["ss_duration"], 0.0),
-                jnp.where(on, seg["ss_ii"], 24.0),
-                jnp.where(on, seg["ss_lag"], 0.0),
-            )
-            y = jnp.where(on, y_ss, y)
-        y = model.dose(y, seg["bolus"])
-        if table.has_sessions:
-            y = model.session_onset(y, seg["onset"])
+        y = _segment_jumps(model, table, y, seg)
         if exact:
             dts = jnp.concatenate([seg["save_ts"], seg["t1"][None]]) - seg["t0"]
             ys = jax.vmap(lambda dt: model.propagate(y, seg["rate"], dt))(dts)
@@ -380,37 +394,63 @@ def solve(
         )
         ys, y_end = sol.ys
         y_end = y_end[0]
-        code = jnp.where(
-            sol.result == dfx.RESULTS.successful, 0, jnp.where(sol.result == dfx.RESULTS.max_steps_reached, 1, 2)
-        )
-        code = jnp.where((code == 0) & ~jnp.all(jnp.isfinite(ys)), 2, code)
-        # NaN is never diffrax's fill for save times a failed solve did not reach (that is inf):
-        # a NaN state is the diagnosis even when it also exhausted the steps
-        code = jnp.where(jnp.any(jnp.isnan(ys)) | jnp.any(jnp.isnan(y_end)), 2, code)
-        return (y_end, jnp.maximum(status, code)), (ys, sol.stats["num_accepted_steps"])
+        return (y_end, jnp.maximum(status, _status_code(sol, ys, y_end))), (ys, sol.stats["num_accepted_steps"])
 
-    segs = {
-        name: getattr(table, name)
-        for name in (
-            "t0",
-            "t1",
-            "bolus",
-            "rate",
-            "session",
-            "onset",
-            "ss",
-            "ss_bolus",
-            "ss_rate",
-            "ss_duration",
-            "ss_ii",
-            "ss_lag",
-            "save_ts",
-        )
-    }
+    segs = {name: getattr(table, name) for name in _SEGMENT_FIELDS}
     y0 = model.initial_state()
     (_, status), (ys, steps) = jax.lax.scan(step, (y0, jnp.asarray(0)), segs)
     ys = ys.reshape((-1, y0.shape[0]))[table.save_index]
     return ys, status, jnp.sum(steps)
+
+
+#: The per-segment fields of a :class:`SegmentTable` that :func:`solve` scans over.
+_SEGMENT_FIELDS = (
+    "t0",
+    "t1",
+    "bolus",
+    "rate",
+    "session",
+    "onset",
+    "ss",
+    "ss_bolus",
+    "ss_rate",
+    "ss_duration",
+    "ss_ii",
+    "ss_lag",
+    "save_ts",
+)
+
+
+def _segment_jumps(model: Model, table: SegmentTable, y, seg):
+    """The state at a segment's start after its steady-state reset, bolus doses and session onset."""
+    if table.has_ss:
+        on = seg["ss"] > 0
+        # Double where: segments without an SS dose evaluate a harmless dummy steady state
+        # (ii = 24 h, no dose) so that no NaN can flow back through the unused branch.
+        y_ss = model.steady_state(
+            y,
+            jnp.where(on, seg["ss_bolus"], 0.0),
+            jnp.where(on, seg["ss_rate"], 0.0),
+            jnp.where(on, seg["ss_duration"], 0.0),
+            jnp.where(on, seg["ss_ii"], 24.0),
+            jnp.where(on, seg["ss_lag"], 0.0),
+        )
+        y = jnp.where(on, y_ss, y)
+    y = model.dose(y, seg["bolus"])
+    if table.has_sessions:
+        y = model.session_onset(y, seg["onset"])
+    return y
+
+
+def _status_code(sol, ys, y_end):
+    """:data:`STATUS` code of one segment's diffrax solve."""
+    code = jnp.where(
+        sol.result == dfx.RESULTS.successful, 0, jnp.where(sol.result == dfx.RESULTS.max_steps_reached, 1, 2)
+    )
+    code = jnp.where((code == 0) & ~jnp.all(jnp.isfinite(ys)), 2, code)
+    # NaN is never diffrax's fill for save times a failed solve did not reach (that is inf):
+    # a NaN state is the diagnosis even when it also exhausted the steps
+    return jnp.where(jnp.any(jnp.isnan(ys)) | jnp.any(jnp.isnan(y_end)), 2, code)
 
 
 _COMPILED: dict = {}
@@ -551,6 +591,54 @@ def simulate(
     if throw and not traced:
         _raise_on_failure(status, "simulate")
     return Trajectory(times=np.asarray(check_times(times)), states=ys, model=model, status=status, num_steps=steps)
+
+
+def _population_tables(proto: Model, schedules: list, times) -> tuple[list, np.ndarray]:
+    """One segment table per distinct schedule object (a shared schedule is cut once), padded to
+    one length and one set of static flags, and each subject's table index."""
+    first: dict[int, int] = {}
+    subject_table = np.empty(len(schedules), dtype=np.int64)
+    uniq: list[Schedule] = []
+    for i, s in enumerate(schedules):
+        j = first.setdefault(id(s), len(uniq))
+        if j == len(uniq):
+            uniq.append(s)
+        subject_table[i] = j
+    tables = [segment_table(proto, s, times) for s in uniq]
+    size = max(tb.n_segments for tb in tables)
+    tables = [
+        tb if tb.n_segments == size else segment_table(proto, s, times, n_segments=size) for tb, s in zip(tables, uniq)
+    ]
+    if len(tables) == 1:
+        tables = [_fit_save_slots(proto, uniq[0], times, tables[0])]
+    has_ss = any(tb.has_ss for tb in tables)
+    has_sessions = any(tb.has_sessions for tb in tables)
+    tables = [dataclasses.replace(tb, has_ss=has_ss, has_sessions=has_sessions) for tb in tables]
+    return tables, subject_table
+
+
+def _run_chunks(fn, model, table_all, subject_table, n: int, chunk: int, shared: bool):
+    """``fn`` over the subjects ``chunk`` at a time (the last chunk padded with copies of the last
+    subject, trimmed after): concatenated ``(states, status, steps)``."""
+    outs = []
+    for lo in range(0, n, chunk):
+        idx = np.arange(lo, lo + chunk)
+        idx = np.where(idx < n, idx, n - 1)  # pad the last chunk with copies of the last subject
+        whole = lo == 0 and chunk == n
+        m_c = model if whole else jax.tree_util.tree_map(lambda x: x[idx] if eqx.is_array(x) else x, model)
+        t_c = (
+            table_all
+            if shared
+            else jax.tree_util.tree_map(lambda x: x[subject_table[idx]] if eqx.is_array(x) else x, table_all)
+        )
+        ys, status, steps = fn(m_c, t_c)
+        keep = min(chunk, n - lo)
+        if keep < chunk:
+            ys, status, steps = ys[:keep], status[:keep], steps[:keep]
+        outs.append((ys, status, steps))
+    if len(outs) == 1:
+        return outs[0]
+    return tuple(jnp.concatenate([o[i] for o in outs]) for i in range(3))
 
 
 def stack(models) -> Model:
@@ -712,25 +800,7 @@ def simulate_population(
     if n_model is None:
         model = _broadcast_model(model, n)
     proto = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, model)
-    # One segment table per distinct schedule object (a shared schedule is cut once).
-    first: dict[int, int] = {}
-    subject_table = np.empty(n, dtype=np.int64)
-    uniq: list[Schedule] = []
-    for i, s in enumerate(schedules):
-        j = first.setdefault(id(s), len(uniq))
-        if j == len(uniq):
-            uniq.append(s)
-        subject_table[i] = j
-    tables = [segment_table(proto, s, times) for s in uniq]
-    size = max(tb.n_segments for tb in tables)
-    tables = [
-        tb if tb.n_segments == size else segment_table(proto, s, times, n_segments=size) for tb, s in zip(tables, uniq)
-    ]
-    if len(tables) == 1:
-        tables = [_fit_save_slots(proto, uniq[0], times, tables[0])]
-    has_ss = any(tb.has_ss for tb in tables)
-    has_sessions = any(tb.has_sessions for tb in tables)
-    tables = [dataclasses.replace(tb, has_ss=has_ss, has_sessions=has_sessions) for tb in tables]
+    tables, subject_table = _population_tables(proto, schedules, times)
     shared = len(tables) == 1
     table_all = tables[0] if shared else jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tables)
     opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
@@ -746,26 +816,7 @@ def simulate_population(
     fn = _population_fn(not shared, tuple(devs), opts)
     if n <= chunk:  # one call; pad to a multiple of the device count only
         chunk = -(-n // n_dev) * n_dev
-    outs = []
-    for lo in range(0, n, chunk):
-        idx = np.arange(lo, lo + chunk)
-        idx = np.where(idx < n, idx, n - 1)  # pad the last chunk with copies of the last subject
-        whole = lo == 0 and chunk == n
-        m_c = model if whole else jax.tree_util.tree_map(lambda x: x[idx] if eqx.is_array(x) else x, model)
-        t_c = (
-            table_all
-            if shared
-            else jax.tree_util.tree_map(lambda x: x[subject_table[idx]] if eqx.is_array(x) else x, table_all)
-        )
-        ys, status, steps = fn(m_c, t_c)
-        keep = min(chunk, n - lo)
-        if keep < chunk:
-            ys, status, steps = ys[:keep], status[:keep], steps[:keep]
-        outs.append((ys, status, steps))
-    if len(outs) == 1:
-        ys, status, steps = outs[0]
-    else:
-        ys, status, steps = (jnp.concatenate([o[i] for o in outs]) for i in range(3))
+    ys, status, steps = _run_chunks(fn, model, table_all, subject_table, n, chunk, shared)
     if throw:
         _raise_on_failure(status, "simulate_population")
     return Trajectory(times=np.asarray(check_times(times)), states=ys, model=model, status=status, num_steps=steps)

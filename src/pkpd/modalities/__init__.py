@@ -163,20 +163,13 @@ def build(name: str, species: str = "human", **overrides):
     return PlasticityModel(driver=driver, core=core, modality=name, species=species), used
 
 
-def model(name: str, species: str = "human", *, calibrated: bool = False, **overrides) -> PlasticityModel:
-    """The model of modality ``name`` for ``species`` (human, mouse, rat) with model-card values,
-    or with ``calibrated=True`` at the MAP of the shipped joint calibration (parameters no data
-    informed keep their card values; posterior draws: ``pkpd.calibrate.load().models(name, n)``).
+def model(name: str, species: str = "human", **overrides) -> PlasticityModel:
+    """The model of modality ``name`` for ``species`` (human, mouse, rat) with model-card values;
+    ``overrides`` replace card values by parameter name (:func:`build`). The calibrated model is
+    ``pkpd.model(name, calibrated=True)`` (:func:`pkpd.calibrate.model`).
 
-    >>> m = pkpd.model("psilocybin", species="human")
+    >>> m = pkpd.modalities.model("psilocybin", species="human")
     """
-    if calibrated:
-        if overrides:
-            raise ValueError(f"calibrated=True takes no parameter overrides (got {sorted(overrides)})")
-        from ..calibrate import load
-
-        get_modality(name)
-        return load().model(name, species=species)
     return build(name, species, **overrides)[0]
 
 

@@ -1,0 +1,163 @@
+"""The stored calibration: :class:`Calibration` (parameter table and posterior draws), its file
+``models/calibration/posterior.json`` (:func:`load`), and :func:`model`, which is ``pkpd.model``
+(card values, or the calibrated MAP with ``calibrated=True``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+from .. import params
+from .._paths import models_dir
+from ..modalities import build, get_modality
+from ._problem import _split_key
+
+#: Posterior draws stored in the shipped calibration.
+N_DRAWS = 200
+
+
+CALIBRATION = "calibration/posterior.json"
+
+
+@dataclass
+class Calibration:
+    """A calibrated posterior (Laplace at the joint MAP): parameter table and draws in the fitted
+    (log/logit) space."""
+
+    parameters: list
+    draws_z: np.ndarray  # (draws, parameters)
+    map_z: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return [p["key"] for p in self.parameters]
+
+    def summary(self):
+        """One row per calibrated parameter: MAP, 90 % interval (natural units), prior median,
+        posterior/prior sd ratio (> 0.9: the data taught little), where its draws come from
+        (``marginal``: ``"laplace"``, or ``"slice grid"`` where :func:`check_laplace` refused the
+        Laplace) and the modalities informing it."""
+        import pandas as pd
+
+        rows = []
+        for i, p in enumerate(self.parameters):
+            nat = np.asarray(params.to_natural(p["transform"], jnp.asarray(self.draws_z[:, i])))
+            rows.append(
+                dict(
+                    parameter=p["key"],
+                    map=float(params.to_natural(p["transform"], self.map_z[i])),
+                    q05=float(np.quantile(nat, 0.05)),
+                    q95=float(np.quantile(nat, 0.95)),
+                    unit=p["unit"],
+                    prior_median=float(params.to_natural(p["transform"], p["prior_mu"])),
+                    sd_ratio=p["sd_ratio"],
+                    data_taught_little=p["sd_ratio"] > 0.9,
+                    marginal=p.get("marginal", "laplace"),
+                    card_status=p["status"],
+                    modalities=",".join(p["modalities"]),
+                )
+            )
+        return pd.DataFrame(rows)
+
+    def contraction(self) -> dict[str, float]:
+        """1 - (posterior sd / prior sd)^2 per parameter key, in [0, 1]."""
+        return {p["key"]: float(np.clip(1.0 - p["sd_ratio"] ** 2, 0.0, 1.0)) for p in self.parameters}
+
+    def _setters(self, model, used):
+        have = {(p.card, p.name) for p in used}
+        out = []
+        for i, p in enumerate(self.parameters):
+            card, base, species = _split_key(p["key"])
+            if species is not None and species != model.species:
+                continue
+            if card != "core" and (card, base) not in have:
+                continue
+            where = params.where(model, base)
+            if where is not None:
+                out.append((i, where, p["transform"]))
+        return out
+
+    def models(self, modality: str, n: int | None = None, *, species: str = "human", seed: int | None = None):
+        """Models of ``modality`` on ``n`` posterior draws (all stored draws by default; a random
+        subset with ``seed``). Uncalibrated parameters keep their card values."""
+        base, used = build(modality, species)
+        setters = self._setters(base, used)
+        draws = self.draws_z
+        if n is not None:
+            if not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"n={n!r} must be a positive integer (number of posterior draws)")
+            if n > len(draws):
+                raise ValueError(f"n={n} exceeds the {len(draws)} stored posterior draws")
+            rows = np.arange(n) if seed is None else np.random.default_rng(seed).choice(len(draws), n, replace=False)
+            draws = draws[rows]
+        return [self._apply(base, setters, z) for z in draws]
+
+    def model(self, modality: str, *, species: str = "human"):
+        """The model of ``modality`` at the joint MAP."""
+        base, used = build(modality, species)
+        return self._apply(base, self._setters(base, used), self.map_z)
+
+    @staticmethod
+    def _apply(model, setters, z):
+        for i, where, transform in setters:
+            model = eqx.tree_at(where, model, jnp.asarray(params.to_natural(transform, float(z[i])), dtype=jnp.float64))
+        return model
+
+    def to_dict(self) -> dict:
+        return dict(
+            parameters=self.parameters,
+            map_z=np.asarray(self.map_z).tolist(),
+            draws_z=np.asarray(self.draws_z).tolist(),
+            info=self.info,
+        )
+
+    def save(self, path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        for k in ("parameters", "map_z", "draws_z"):
+            if k not in d:
+                raise ValueError(f"not a pkpd calibration: missing {k!r}")
+        return cls(
+            parameters=d["parameters"],
+            map_z=np.asarray(d["map_z"], dtype=float),
+            draws_z=np.asarray(d["draws_z"], dtype=float),
+            info=d.get("info", {}),
+        )
+
+
+def load(path=None) -> Calibration:
+    """The shipped calibration (``models/calibration/posterior.json``) or the one at ``path``."""
+    path = Path(path) if path is not None else models_dir() / CALIBRATION
+    if not path.exists():
+        raise FileNotFoundError(f"no calibration at {path}; run `python -m pkpd.calibrate` to make one")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); rerun `python -m pkpd.calibrate`") from e
+    return Calibration.from_dict(d)
+
+
+def model(name: str, species: str = "human", *, calibrated: bool = False, **overrides):
+    """The model of modality ``name`` for ``species`` (human, mouse, rat) with model-card values,
+    or with ``calibrated=True`` at the MAP of the shipped joint calibration (parameters no data
+    informed keep their card values; posterior draws: ``pkpd.calibrate.load().models(name, n)``).
+    This is ``pkpd.model``; ``overrides`` replace card values by parameter name
+    (:func:`pkpd.modalities.build`).
+
+    >>> m = pkpd.model("psilocybin", species="human")
+    """
+    if calibrated:
+        if overrides:
+            raise ValueError(f"calibrated=True takes no parameter overrides (got {sorted(overrides)})")
+        get_modality(name)
+        return load().model(name, species=species)
+    return build(name, species, **overrides)[0]
