@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from pkpd import plot  # noqa: E402
+from pkpd import charts, plot  # noqa: E402
 
 C = importlib.import_module("pkpd.compare")
 READOUTS = C.TABLE_READOUTS
@@ -61,7 +61,7 @@ SPECS = [
 def test_timescale_chart_rows_panels_and_claim_bands():
     fig = plot.timescale_chart(_report(), SPECS)
     axes = [a for a in fig.axes if a.get_visible()]
-    assert [a.get_title() for a in axes] == [plot.READOUT_LABELS[r] for r in READOUTS]
+    assert [a.get_title() for a in axes] == [charts.READOUT_LABELS[r] for r in READOUTS]
     first = axes[0]
     # rows grouped by family: psychedelic, stimulation, seizure
     assert [t.get_text() for t in first.get_yticklabels()] == ["psilocybin", "rtms_10hz", "ect"]
@@ -75,7 +75,7 @@ def test_timescale_chart_rows_panels_and_claim_bands():
     vol = axes[list(READOUTS).index("hippocampal_volume")]
     bands = [p for p in vol.patches if np.isclose(p.get_x(), 48.0) and np.isclose(p.get_x() + p.get_width(), 672.0)]
     assert len(bands) == 1
-    assert matplotlib.colors.same_color(bands[0].get_facecolor()[:3], plot.VERDICT_COLOURS["supported"])
+    assert matplotlib.colors.same_color(bands[0].get_facecolor()[:3], charts.VERDICT_COLOURS["supported"])
     assert "1\u2713" in {t.get_text() for t in vol.texts}
     # the change claim: a tick at 720 h in the spine panel, labelled 2 and contradicted
     spine = axes[list(READOUTS).index("spine_density")]
@@ -115,7 +115,7 @@ def test_trajectory_chart_is_faceted_by_family():
     axs = np.array(fig.axes).reshape(len(READOUTS), 3)
     assert [a.get_title() for a in axs[0]] == ["psychedelics", "rTMS / TBS", "ECT / MST"]
     for i, r in enumerate(READOUTS):
-        assert plot.READOUT_LABELS[r] in axs[i, 0].get_ylabel() and "% change" in axs[i, 0].get_ylabel()
+        assert charts.READOUT_LABELS[r] in axs[i, 0].get_ylabel() and "% change" in axs[i, 0].get_ylabel()
     assert [t.get_text() for t in axs[0, 0].get_legend().get_texts()] == ["psilocybin"]
     med = res.curves["psilocybin"]["bdnf"][0]
     line = axs[list(READOUTS).index("bdnf"), 0].lines[0]

@@ -39,76 +39,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import timescales as ts
+from .claims import READOUTS, TABLE_READOUTS, VERDICTS, _verdict, load_claims  # noqa: F401  (re-exported)
 
-READOUTS = {
-    "spine_density": "spine_density",
-    "bdnf": "bdnf",
-    "trkb": "trkb",
-    "mtor": "mtor",
-    "neurogenesis": "neurogenesis",
-    "hippocampal_volume": "hippocampal_volume",
-    "synaptic_efficacy": "synaptic_efficacy",
-    "clinical": "symptom_score",
-}
-#: Readouts in the printed table and the JSON (all of :data:`READOUTS` are available to claims).
-TABLE_READOUTS = ("spine_density", "bdnf", "neurogenesis", "hippocampal_volume", "synaptic_efficacy", "clinical")
 METRIC_NAMES = ("onset_h", "t50_h", "tmax_h", "duration_h")
 SOLVE = dict(rtol=1e-6, atol=1e-9)
 STIFF_SOLVE = dict(rtol=1e-5, atol=1e-8)
-VERDICTS = ((0.9, "supported"), (0.1, "contradicted"))
-
-
-def _verdict(p: float) -> str:
-    if p >= 0.9:
-        return "supported"
-    if p <= 0.1:
-        return "contradicted"
-    return "uncertain"
-
-
-def load_claims(path=None) -> list[dict]:
-    """The claims (``models/claims.toml``), validated: id, text, modalities, readout, metric, op."""
-    from ._paths import models_dir
-    from .modalities import modalities
-
-    path = Path(path) if path is not None else models_dir() / "claims.toml"
-    with open(path, "rb") as fh:
-        claims = tomllib.load(fh).get("claim", [])
-    seen = set()
-    for c in claims:
-        cid = c.get("id", "?")
-        for key in ("id", "text", "modalities", "readout", "metric", "op"):
-            if key not in c:
-                raise ValueError(f"{path}: claim {cid!r} has no {key!r}")
-        if cid in seen:
-            raise ValueError(f"{path}: duplicate claim id {cid!r}")
-        seen.add(cid)
-        bad = [m for m in c["modalities"] if m not in modalities()]
-        if bad:
-            raise ValueError(f"{path}: claim {cid!r} names unknown modalities {bad}; valid: {modalities()}")
-        if c["readout"] not in READOUTS:
-            raise ValueError(f"{path}: claim {cid!r} readout {c['readout']!r} unknown; valid: {list(READOUTS)}")
-        metrics = ("onset_h", "t50_h", "tmax_h", "duration_h", "change_at", "change_ratio", "order")
-        if c["metric"] not in metrics:
-            raise ValueError(f"{path}: claim {cid!r} metric {c['metric']!r} unknown; valid: {list(metrics)}")
-        if c["op"] not in ("<", ">", "<=", ">=", "between", "order"):
-            raise ValueError(f"{path}: claim {cid!r} op {c['op']!r} unknown; valid: <, >, <=, >=, between, order")
-        if (c["op"] == "order") != (c["metric"] == "order"):
-            raise ValueError(f"{path}: claim {cid!r}: op 'order' goes with metric 'order'")
-        if c["metric"] in ("change_at", "change_ratio") and "at_h" not in c:
-            raise ValueError(f"{path}: claim {cid!r}: metric {c['metric']!r} needs at_h")
-        if c["metric"] == "change_ratio" and "ref_h" not in c:
-            raise ValueError(f"{path}: claim {cid!r}: metric 'change_ratio' needs ref_h")
-        if c["op"] != "order" and "threshold" not in c:
-            raise ValueError(f"{path}: claim {cid!r} needs a threshold")
-    return claims
 
 
 def solve_options(model) -> dict:
@@ -585,7 +526,7 @@ class Comparison:
         With ``path`` (e.g. ``compare.png``) it is written there, and the trajectories
         (:meth:`trajectory_figure`) beside it as ``compare_trajectories.png`` (see
         :func:`trajectories_path`). Returns the headline figure."""
-        from .plot import timescale_chart
+        from .charts import timescale_chart
 
         fig = timescale_chart(self)
         if path is not None:
@@ -597,7 +538,7 @@ class Comparison:
         """Change from baseline of every readout over 90 days, faceted by family
         (:func:`pkpd.plot.trajectory_chart`); session-driven modalities are drawn as envelopes
         (:meth:`envelopes`). Written to ``path`` if given."""
-        from .plot import trajectory_chart
+        from .charts import trajectory_chart
 
         fig = trajectory_chart(self)
         if path is not None:
