@@ -33,13 +33,33 @@ from .observe import ClinicalLink, ErrorModel, ObservationSet, predict, prepare
 INFORMS: dict[str, tuple[str, ...]] = {
     "concentration": ("ka", "cl", "v", "v1", "v2", "q", "cl_m", "v_m", "fm"),
     "occupancy": ("ec50",),
-    "spine_density": ("k_spine_form", "k_spine_elim"),
-    "hippocampal_volume": ("g_vegf", "k_volume"),
-    "neurogenesis": ("e_neuro",),
-    "synaptic_efficacy": ("eta", "a_itbs", "a_ctbs", "a_rtms_max"),
-    "response": ("g_spine", "g_efficacy", "clinical_spread"),
-    "remission": ("g_spine", "g_efficacy", "clinical_spread", "remission_improvement"),
-    "clinical_score": ("g_spine", "g_efficacy", "k_clinical"),
+    # a readout informs the rates that shape its own time course and the gains that set its size;
+    # the driver gains e_glu/e_mtor (psychedelic, ketamine) set how far their drive moves spines
+    "spine_density": ("k_spine_form", "k_spine_elim", "k_protein", "spine_capacity", "e_glu", "e_mtor"),
+    "hippocampal_volume": ("g_vegf", "k_volume", "k_vegf", "g_neuro"),
+    "neurogenesis": ("e_neuro", "k_mature", "k_prolif"),
+    "synaptic_efficacy": (
+        "eta",
+        "a_itbs",
+        "a_ctbs",
+        "a_rtms_max",
+        "k_early",
+        "efficacy_max",
+        "efficacy_min",
+        "k_theta_up",
+        "k_theta_down",
+    ),
+    "response": ("g_spine", "g_efficacy", "k_clinical", "k_consolidated", "k_adapt", "clinical_spread"),
+    "remission": (
+        "g_spine",
+        "g_efficacy",
+        "k_clinical",
+        "k_consolidated",
+        "k_adapt",
+        "clinical_spread",
+        "remission_improvement",
+    ),
+    "clinical_score": ("g_spine", "g_efficacy", "k_clinical", "k_consolidated", "k_adapt"),
 }
 PK_TARGET = ("ka", "cl", "v", "v1", "v2", "q", "cl_m", "v_m", "fm", "f", "ec50", "ec50_m", "emax", "hill")
 CLINICAL = ("clinical_spread", "remission_improvement")
