@@ -97,6 +97,7 @@ def _compare(args) -> int:
             seed=args.seed,
             claims=args.claims,
             progress=not args.no_progress,
+            uncalibrated=args.uncalibrated,
         )
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"pkpd compare: {e}", file=sys.stderr)
@@ -214,6 +215,12 @@ def main(argv=None) -> int:
     cmp.add_argument("--quick", action="store_true", help="16 draws and a coarser time grid")
     cmp.add_argument("--claims", default=None, metavar="TOML", help="claims file (default: models/claims.toml)")
     cmp.add_argument("--no-progress", action="store_true", help="no per-simulation progress lines")
+    cmp.add_argument(
+        "--uncalibrated",
+        choices=("prior", "card"),
+        default="prior",
+        help="parameters no data informs: drawn from their card priors (default) or fixed at their card values",
+    )
     cmp.set_defaults(func=_compare)
     val = sub.add_parser(
         "validate", help="posterior predictive coverage of the data library and leave-one-paper-out refits"

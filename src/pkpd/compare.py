@@ -1,8 +1,8 @@
 """The comparison: every modality's clock with uncertainty, the documents' claims, schedule vs biology.
 
 :func:`compare` simulates each modality's standard protocol for 90 days on posterior draws of the
-shipped joint calibration (:mod:`pkpd.calibrate`; uncalibrated parameters stay at their card
-values), computes the time-scale metrics of :mod:`pkpd.timescales` for each readout, evaluates the
+shipped joint calibration (:mod:`pkpd.calibrate`; parameters no usable row informs are drawn
+from their card priors on each draw, ``uncalibrated="prior"``), computes the time-scale metrics of :mod:`pkpd.timescales` for each readout, evaluates the
 claims in ``models/claims.toml``, runs counterfactual schedules, and splits each modality's spine
 T50 into a schedule/PK part and a biology part.
 
@@ -88,10 +88,12 @@ class Comparer:
         horizon_h: float = ts.HORIZON_H,
         grid: int = 240,
         progress: bool = True,
+        uncalibrated: str = "prior",
     ):
         from . import calibrate
 
         self.cal = calibration if calibration is not None else calibrate.load()
+        self.uncalibrated = uncalibrated
         if not isinstance(draws, (int, np.integer)) or draws < 2:
             raise ValueError(f"draws={draws!r} must be an integer >= 2")
         self.draws, self.seed, self.progress = int(draws), seed, progress
@@ -101,7 +103,10 @@ class Comparer:
 
     def models(self, modality):
         if modality not in self._models:
-            self._models[modality] = [_anonymous(m) for m in self.cal.models(modality, self.draws, seed=self.seed)]
+            self._models[modality] = [
+                _anonymous(m)
+                for m in self.cal.models(modality, self.draws, seed=self.seed, uncalibrated=self.uncalibrated)
+            ]
         return self._models[modality]
 
     def _population(self, models, schedule):
@@ -660,6 +665,7 @@ def compare(
     claims=None,
     counterfactuals=None,
     progress: bool = True,
+    uncalibrated: str = "prior",
 ) -> Comparison:
     """Time scales, claims and counterfactuals (see the module docstring).
 
@@ -670,6 +676,10 @@ def compare(
     ``counterfactuals``: ``(modality, description, protocol options, schedule)`` tuples
     (default: those of :func:`counterfactual_schedules` whose modality is compared; give either
     options or a Schedule).
+    ``uncalibrated``: ``"prior"`` (default) draws every parameter the calibration does not hold
+    from its card prior on each posterior draw, so claim probabilities carry what no data has
+    taught; ``"card"`` keeps those parameters at their card values (the calibration's own
+    conditioning: probabilities then say what holds *if* the cards' values are right).
     """
     from .modalities import modalities as all_modalities
     from .protocols import protocols
@@ -682,7 +692,14 @@ def compare(
     claim_list = load_claims(claims)  # validated before any simulation
     if quick:
         draws = min(draws, 16)
-    cmp = Comparer(draws=draws, seed=seed, calibration=calibration, grid=120 if quick else 240, progress=progress)
+    cmp = Comparer(
+        draws=draws,
+        seed=seed,
+        calibration=calibration,
+        grid=120 if quick else 240,
+        progress=progress,
+        uncalibrated=uncalibrated,
+    )
     t = cmp.times
     rows, curves, decomposition = [], {}, []
     for name in names:
@@ -729,7 +746,13 @@ def compare(
         horizon_h=float(t[-1]),
         grid_points=int(t.size),
         calibration=dict((k, cmp.cal.info.get(k)) for k in ("method", "created", "objective", "converged", "rows")),
-        note="uncalibrated parameters are at their model-card values; intervals are 90 % over posterior draws",
+        uncalibrated=uncalibrated,
+        note=(
+            "parameters the calibration does not hold are drawn from their card priors"
+            if uncalibrated == "prior"
+            else "parameters the calibration does not hold are at their card values"
+        )
+        + "; intervals are 90 % over posterior draws",
     )
     result = Comparison(
         modalities=rows,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,11 @@ from .. import params
 from .._paths import models_dir
 from ..modalities import build, get_modality
 from ._problem import _split_key
+
+#: What :meth:`Calibration.models` gives the parameters the calibration does not hold.
+UNCALIBRATED = ("card", "prior")
+#: Seed of the prior draws of uncalibrated parameters (combined with each parameter's key).
+PRIOR_SEED = 20251207
 
 #: Posterior draws stored in the shipped calibration.
 N_DRAWS = 200
@@ -83,20 +89,71 @@ class Calibration:
                 out.append((i, where, p["transform"]))
         return out
 
-    def models(self, modality: str, n: int | None = None, *, species: str = "human", seed: int | None = None):
+    def models(
+        self,
+        modality: str,
+        n: int | None = None,
+        *,
+        species: str = "human",
+        seed: int | None = None,
+        uncalibrated: str = "card",
+    ):
         """Models of ``modality`` on ``n`` posterior draws (all stored draws by default; a random
-        subset with ``seed``). Uncalibrated parameters keep their card values."""
+        subset with ``seed``).
+
+        ``uncalibrated``: what the parameters the calibration does not hold (no usable row informs
+        them) take: ``"card"`` their card values (the calibration's own conditioning), or
+        ``"prior"`` a draw from their card prior per posterior draw, so that predictions carry
+        what is still unknown about them. Prior draws are keyed by the parameter and the draw's
+        row, so every modality sharing a parameter sees the same value on the same draw."""
+        if uncalibrated not in UNCALIBRATED:
+            raise ValueError(f"uncalibrated={uncalibrated!r} is not known; valid: {list(UNCALIBRATED)}")
         base, used = build(modality, species)
         setters = self._setters(base, used)
-        draws = self.draws_z
+        rows = np.arange(len(self.draws_z))
         if n is not None:
             if not isinstance(n, (int, np.integer)) or n < 1:
                 raise ValueError(f"n={n!r} must be a positive integer (number of posterior draws)")
-            if n > len(draws):
-                raise ValueError(f"n={n} exceeds the {len(draws)} stored posterior draws")
-            rows = np.arange(n) if seed is None else np.random.default_rng(seed).choice(len(draws), n, replace=False)
-            draws = draws[rows]
-        return [self._apply(base, setters, z) for z in draws]
+            if n > len(rows):
+                raise ValueError(f"n={n} exceeds the {len(rows)} stored posterior draws")
+            rows = rows[:n] if seed is None else np.random.default_rng(seed).choice(len(rows), n, replace=False)
+        models = [self._apply(base, setters, z) for z in self.draws_z[rows]]
+        if uncalibrated == "prior":
+            models = self._prior_draws(models, used, rows)
+        return models
+
+    def _uncalibrated(self, model, used) -> list:
+        """``(parameter, getter, transform, mean, sd)`` of every card parameter of ``model`` with a
+        fittable prior that the calibration does not hold."""
+        held = set()
+        for key in self.keys:
+            card, base, sp = _split_key(key)
+            held.add((card, base, sp if sp is not None else None))
+        out = []
+        for p in used:
+            sp = model.species if (p.card, p.name, model.species) in held else None
+            if (p.card, p.name, sp) in held or (p.card, p.name, None) in held:
+                continue
+            getter = params.where(model, p.name)
+            if getter is None:
+                continue
+            try:
+                transform, mu, sd = params.prior_transform(p.card, p.name, p.prior)
+            except ValueError:  # static parameters (e.g. lag times)
+                continue
+            out.append((p, getter, transform, mu, sd))
+        return out
+
+    def _prior_draws(self, models, used, rows):
+        total = len(self.draws_z)
+        for p, getter, transform, mu, sd in self._uncalibrated(models[0], used):
+            key = f"{p.card}.{p.name}@{p.species}"
+            u = np.random.default_rng([PRIOR_SEED, zlib.crc32(key.encode())]).standard_normal(total)[rows]
+            values = np.asarray(params.to_natural(transform, mu + sd * u))
+            models = [
+                eqx.tree_at(getter, m, jnp.asarray(v, dtype=jnp.float64)) for m, v in zip(models, values, strict=True)
+            ]
+        return models
 
     def model(self, modality: str, *, species: str = "human"):
         """The model of ``modality`` at the joint MAP."""
