@@ -17,6 +17,7 @@ from . import (
     plot as plot,
     timescales as timescales,
 )
+from . import population as population
 from .compare import compare as compare
 from .data import datasets as datasets, load_curves as load_curves, read_webplotdigitizer as read_webplotdigitizer
 from .design import optimise_schedule as optimise_schedule, sensitivity as sensitivity
