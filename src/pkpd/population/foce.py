@@ -52,22 +52,15 @@ def _terms(model: PopulationModel, theta, sigma_m, eta, subj, interaction=True):
 
 
 def _first_order(model, theta, sigma_m, eta, subj, interaction=True):
-    """f, R, residuals, mask and their eta-Jacobians G (P, J, q), dR (P, J, q), by forward mode."""
+    """f, R, residuals, mask and their eta-Jacobians G (P, J, q), dR (P, J, q), by forward mode
+    (one linearisation: the values ride along as auxiliary outputs)."""
 
     def fr(e):
         f, r, res, m = _terms(model, theta, sigma_m, e, subj, interaction)
-        return (f, r), (res, m)
+        return (f, r), (f, r, res, m)
 
-    (f, r), jac, (res, m) = _jvp_all(fr, eta)
-    g_f, g_r = jac
+    (g_f, g_r), (f, r, res, m) = jax.jacfwd(fr, has_aux=True)(eta)
     return f, r, res, m, jnp.where(m[..., None], g_f, 0.0), jnp.where(m[..., None], g_r, 0.0)
-
-
-def _jvp_all(fn, x):
-    """Value, forward-mode Jacobian and auxiliary output of ``fn`` at ``x`` (one linearisation)."""
-    out, aux = fn(x)
-    jac = jax.jacfwd(lambda e: fn(e)[0])(x)
-    return out, jac, aux
 
 
 def _objective_parts(r, res, m, g_f, g_r, eta, omega_inv):
@@ -132,13 +125,40 @@ def subject_ofv(model, theta, omega_m, sigma_m, subj, eta0, interaction=True):
     return o + logdet_o + logdet_h, eta
 
 
-def ofv_terms(model, theta, omega, sigma, eta0, interaction=True):
+def ofv_terms(model, theta, omega, sigma, eta0, interaction=True, arrays=None):
     """Per-subject OFV (S,) and modes (S, q) at natural parameter values (vmapped over subjects)."""
     omega_m = model.params.omega.matrix(omega)
     sigma_m = model.params.sigma.matrix(sigma)
     return jax.vmap(lambda subj, e0: subject_ofv(model, theta, omega_m, sigma_m, subj, e0, interaction))(
-        model._arrays, eta0
+        model._arrays if arrays is None else arrays, eta0
     )
+
+
+def _per_subject_fn(model: PopulationModel, interaction: bool):
+    """Jitted ``(p, eta0, arrays) -> (OFV_i, dOFV_i/dp, eta_i)``, cached on the model's structure
+    (shared by :meth:`PopulationModel.with_records` copies, so that new data of the same shape
+    never recompiles)."""
+    key = ("per_subject", interaction, tuple(sorted(model._flags.items())))
+    if key in model._cache:
+        return model._cache[key]
+    pr = model.params
+
+    def per_subject(p, eta0, arrays):
+        def one(subj, e0):
+            def f(p):
+                th, om, sg = pr.from_p(p)
+                om_m, sg_m = pr.omega.matrix(om), pr.sigma.matrix(sg)
+                return subject_ofv(model, th, om_m, sg_m, subj, e0, interaction)
+
+            (o, eta), g = jax.value_and_grad(f, has_aux=True)(p)
+            return o, g, jax.lax.stop_gradient(eta)
+
+        return jax.vmap(one)(arrays, eta0)
+
+    p_of_x = lambda x: pr.to_p(*pr.from_x(x))  # noqa: E731
+    fns = (jax.jit(per_subject), jax.jit(lambda x: (p_of_x(x), jax.jacfwd(p_of_x)(x))))
+    model._cache[key] = fns
+    return fns
 
 
 class _Objective:
@@ -148,27 +168,11 @@ class _Objective:
 
     def __init__(self, model: PopulationModel, interaction: bool = True):
         self.model = model
-        pr = model.params
-
-        def per_subject(p, eta0):
-            def one(subj, e0):
-                def f(p):
-                    th, om, sg = pr.from_p(p)
-                    om_m, sg_m = pr.omega.matrix(om), pr.sigma.matrix(sg)
-                    return subject_ofv(model, th, om_m, sg_m, subj, e0, interaction)
-
-                (o, eta), g = jax.value_and_grad(f, has_aux=True)(p)
-                return o, g, jax.lax.stop_gradient(eta)
-
-            return jax.vmap(one)(model._arrays, eta0)
-
-        self.per_subject = jax.jit(per_subject)
-        p_of_x = lambda x: pr.to_p(*pr.from_x(x))  # noqa: E731
-        self.p_and_jac = jax.jit(lambda x: (p_of_x(x), jax.jacfwd(p_of_x)(x)))
-        self.eta = jnp.zeros((model.records.n_subjects, pr.omega.dim))
+        self.per_subject, self.p_and_jac = _per_subject_fn(model, interaction)
+        self.eta = jnp.zeros((model.records.n_subjects, model.params.omega.dim))
 
     def value_grad_p(self, p, eta0=None):
-        o, g, eta = self.per_subject(jnp.asarray(p), self.eta if eta0 is None else eta0)
+        o, g, eta = self.per_subject(jnp.asarray(p), self.eta if eta0 is None else eta0, self.model._arrays)
         return float(jnp.sum(o)), np.asarray(jnp.sum(g, axis=0)), eta, np.asarray(g)
 
     def __call__(self, x):

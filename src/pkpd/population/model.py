@@ -122,6 +122,8 @@ class PopulationModel:
     def _setup(self, params, records, *, indiv, structural, lag, y, eta_names, backend, build_params=None):
         """Common construction (also used by :func:`from_nonmem`)."""
         self.params, self.records, self.eta_names = params, records, tuple(eta_names)
+        if not hasattr(self, "_cache"):
+            self._cache = {}  # compiled functions; shared by with_records copies
         self._indiv, self._structural, self._lag, self._y = indiv, structural, lag, y
         th0 = jnp.asarray(params.theta.init)
         prm0 = indiv(th0, jnp.zeros(params.omega.dim), jnp.asarray(records.cov[0, 0]), 0)
@@ -158,10 +160,20 @@ class PopulationModel:
         def yj(s, e):
             return self._y(s, mdl, prm, theta, eta, part["cov"], e)
 
-        f = jax.vmap(lambda s: yj(s, zero))(states)
-        h = jax.vmap(lambda s: jax.jacfwd(yj, argnums=1)(s, zero))(states)
+        h, f = jax.vmap(lambda s: jax.jacfwd(lambda e: (yj(s, e), yj(s, e)), has_aux=True)(zero))(states)
         r = jnp.einsum("je,ef,jf->j", h, sigma_m, h)
         return f, r
+
+    def part_simulate(self, theta, eta, eps, part):
+        """``Y`` at one part's observations with residuals ``eps`` (J, n_eps) drawn from SIGMA (the
+        error model as written, not linearised)."""
+        prm = self._indiv(theta, eta, part["cov"], part["occasion"])
+        mdl = self._structural(prm)
+        if self.backend == "linear":
+            states = linear_states(mdl, self._lag(prm), part, **self._flags)
+        else:
+            states = solve_states(mdl, part["table"])
+        return jax.vmap(lambda s, e: self._y(s, mdl, prm, theta, eta, part["cov"], e))(states, eps)
 
     def subject_predictions(self, theta, sigma_m, eta, subj):
         """(f, R) of shape (P, J) for one subject (its arrays from ``_arrays``, no subject axis)."""
