@@ -50,7 +50,8 @@ def residuals(result):
         )
     om_m, sg_m = pr.omega.matrix(result._omega), pr.sigma.matrix(result._sigma)
     pred, ipred, iwres, cwres = (
-        np.asarray(a) for a in model._cache[key](jnp.asarray(result._theta), om_m, sg_m, jnp.asarray(result.eta), model._arrays)
+        np.asarray(a)
+        for a in model._cache[key](jnp.asarray(result._theta), om_m, sg_m, jnp.asarray(result.eta), model._arrays)
     )
     rec = model.records
     mask = rec.obs_mask & rec.part_mask[:, :, None]

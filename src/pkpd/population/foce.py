@@ -18,7 +18,8 @@ which is NONMEM's objective function value: the constant ``n log(2 pi)`` (n obse
 omitted, exactly as NONMEM omits it. The mode enters through ``jax.lax.custom_root``, so
 gradients of the OFV with respect to the population parameters differentiate through the inner
 solve by the implicit function theorem (no unrolled iterations). The outer optimiser is scipy's
-BFGS on the unconstrained parameters (:mod:`pkpd.population.params`).
+BFGS on the unconstrained parameters, started with the
+outer-product (BHHH) approximation of the Hessian as its metric (:mod:`pkpd.population.params`).
 
 Standard errors: the sandwich ``R^-1 S R^-1`` (NONMEM's default $COVARIANCE), with ``R`` the
 Hessian of the OFV in the natural parameters (central differences of its exact gradient, each
@@ -36,9 +37,10 @@ import numpy as np
 
 from .model import PopulationModel
 
-#: Inner (EBE) solver: gradient tolerance on O_i and the iteration cap.
+#: Inner (EBE) solver: gradient tolerance on O_i and the iteration cap (it also stops when the
+#: Levenberg-Marquardt damping exceeds 1e8: no step decreases O_i at machine precision).
 INNER_TOL = 1e-8
-INNER_MAXIT = 100
+INNER_MAXIT = 200
 
 
 def _terms(model: PopulationModel, theta, sigma_m, eta, subj, interaction=True):
@@ -68,7 +70,11 @@ def _objective_parts(r, res, m, g_f, g_r, eta, omega_inv):
     o = jnp.sum(jnp.where(m, jnp.log(r) + res**2 / r, 0.0)) + eta @ omega_inv @ eta
     grad = jnp.einsum("pjq,pj->q", g_r, (1.0 / r - res**2 / r**2)) - 2.0 * jnp.einsum("pjq,pj->q", g_f, res / r)
     grad = grad + 2.0 * omega_inv @ eta
-    h = omega_inv + jnp.einsum("pjq,pjk,pj->qk", g_f, g_f, 1.0 / r) + 0.5 * jnp.einsum("pjq,pjk,pj->qk", g_r, g_r, 1 / r**2)
+    h = (
+        omega_inv
+        + jnp.einsum("pjq,pjk,pj->qk", g_f, g_f, 1.0 / r)
+        + 0.5 * jnp.einsum("pjq,pjk,pj->qk", g_r, g_r, 1 / r**2)
+    )
     return o, grad, h
 
 
@@ -79,8 +85,8 @@ def _inner(model, theta, omega_inv, sigma_m, subj, eta0, interaction=True):
         _, r, res, m, g_f, g_r = _first_order(model, theta, sigma_m, eta, subj, interaction)
         return _objective_parts(r, res, m, g_f, g_r, eta, omega_inv)
 
-    def cond(c):
-        return (c[4] < INNER_MAXIT) & (jnp.max(jnp.abs(c[2])) > INNER_TOL)
+    def cond(c):  # stop at the tolerance, the iteration cap, or when no step decreases O any more
+        return (c[4] < INNER_MAXIT) & (jnp.max(jnp.abs(c[2])) > INNER_TOL) & (c[5] < 1e8)
 
     def body(c):
         eta, o, g, h, it, lam = c
@@ -142,6 +148,7 @@ def _per_subject_fn(model: PopulationModel, interaction: bool):
     if key in model._cache:
         return model._cache[key]
     pr = model.params
+    forward = model.backend == "solve"
 
     def per_subject(p, eta0, arrays):
         def one(subj, e0):
@@ -150,7 +157,10 @@ def _per_subject_fn(model: PopulationModel, interaction: bool):
                 om_m, sg_m = pr.omega.matrix(om), pr.sigma.matrix(sg)
                 return subject_ofv(model, th, om_m, sg_m, subj, e0, interaction)
 
-            (o, eta), g = jax.value_and_grad(f, has_aux=True)(p)
+            if forward:  # diffrax's ODE path differentiates in forward mode only
+                g, (o, eta) = jax.jacfwd(lambda q: (f(q)[0], f(q)), has_aux=True)(p)
+            else:
+                (o, eta), g = jax.value_and_grad(f, has_aux=True)(p)
             return o, g, jax.lax.stop_gradient(eta)
 
         return jax.vmap(one)(arrays, eta0)
@@ -170,19 +180,34 @@ class _Objective:
         self.model = model
         self.per_subject, self.p_and_jac = _per_subject_fn(model, interaction)
         self.eta = jnp.zeros((model.records.n_subjects, model.params.omega.dim))
+        self.best, self.best_eta = np.inf, self.eta
+
+    def bhhh_inverse(self, x):
+        """``2 S^-1`` in x (S: sum of outer products of the per-subject OFV gradients), the inverse
+        of the outer-product (BHHH) approximation of the OFV's Hessian: the optimiser's first
+        metric, so that its first steps are Newton-scaled."""
+        p, jac = self.p_and_jac(jnp.asarray(x))
+        g_i = self.value_grad_p(p, self.best_eta)[3] @ np.asarray(jac)
+        w, v = np.linalg.eigh(g_i.T @ g_i)
+        w = np.maximum(w, 1e-10 * max(w.max(), 1e-300))  # S is singular with fewer subjects than parameters
+        return (v * (2.0 / w)) @ v.T
 
     def value_grad_p(self, p, eta0=None):
         o, g, eta = self.per_subject(jnp.asarray(p), self.eta if eta0 is None else eta0, self.model._arrays)
         return float(jnp.sum(o)), np.asarray(jnp.sum(g, axis=0)), eta, np.asarray(g)
 
     def __call__(self, x):
+        """(OFV, gradient in x). The inner solves start from the modes of the best point so far
+        (not of the last trial point of a line search), so that the OFV is a deterministic
+        function of x between improvements."""
         p, jac = self.p_and_jac(jnp.asarray(x))
-        v, g, eta, _ = self.value_grad_p(p)
+        v, g, eta, _ = self.value_grad_p(p, self.best_eta)
         g = np.asarray(jac).T @ g
-        if np.isfinite(v) and np.all(np.isfinite(g)):
-            self.eta = eta
-        else:
-            v, g = 1e300, np.zeros_like(g)
+        if not (np.isfinite(v) and np.all(np.isfinite(g))):
+            return 1e300, np.zeros_like(g)
+        self.eta = eta
+        if v < self.best:
+            self.best, self.best_eta = v, eta
         return v, g
 
 
@@ -215,6 +240,7 @@ def fit_focei(
     x0=None,
     gtol: float = 1e-4,
     maxiter: int = 500,
+    restarts: int = 5,
     se: bool = True,
     matrix: str = "sandwich",
     verbose: bool = False,
@@ -223,7 +249,9 @@ def fit_focei(
     """Fit ``model`` by FOCE-I (see the module docstring). Returns a :class:`PopulationResult`.
 
     ``x0``: start in the unconstrained parameters (default: the model's initial values);
-    ``gtol``: BFGS gradient tolerance on the OFV; ``se``: compute the covariance matrix
+    ``gtol``: the gradient tolerance on the OFV (BFGS starts from the BHHH metric, see
+    :meth:`_Objective.bhhh_inverse`, and is restarted up to ``restarts`` times from where it
+    stopped when it ends without meeting the tolerance); ``se``: compute the covariance matrix
     (``matrix``: "sandwich" or "R"); ``interaction=False``: NONMEM's FOCE (METHOD=1 without
     INTERACTION: the residual variance at eta = 0). ``result.timing`` holds the compile time (first
     evaluation), the optimisation time after compilation and the covariance time (s).
@@ -241,7 +269,16 @@ def fit_focei(
             f"the OFV is not finite at the initial estimates ({dict(zip(model.params.p_names(), np.asarray(model.params.to_p(*model.params.from_x(x)))))})"
         )
     t1 = time.perf_counter()
-    opt = minimize(obj, x, jac=True, method="BFGS", options=dict(gtol=gtol, maxiter=maxiter, disp=verbose))
+    opt, nit = None, 0
+    for _ in range(restarts + 1):  # restarted from its end point (a fresh inverse Hessian)
+        opts = dict(gtol=gtol, maxiter=maxiter, hess_inv0=obj.bhhh_inverse(x))
+        opt = minimize(obj, x, jac=True, method="BFGS", options=opts)
+        nit += int(opt.nit)
+        moved = np.max(np.abs(opt.x - x))
+        x = opt.x
+        if opt.success or moved < 1e-8:
+            break
+    opt.nit = nit
     obj(opt.x)  # leave the modes of the optimum in obj.eta
     t2 = time.perf_counter()
     theta, omega, sigma = (np.asarray(a) for a in model.params.from_x(jnp.asarray(opt.x)))

@@ -14,7 +14,7 @@ variances, as in NONMEM).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -141,8 +141,9 @@ def _covariance(dists, all_names, fix):
     names, blocks = [], []
     for d in dists:
         idx = tuple(all_names.index(n) for n in d.names)
-        mat = _sym(d.variance) if len(d.names) == 1 else None
-        cov = [[mat]] if mat is not None else [[_sym(d.covariance_matrix[i, j]) for j in range(len(idx))] for i in range(len(idx))]
+        var = d.variance
+        k = len(idx)
+        cov = [[_sym(var)]] if k == 1 else [[_sym(var[i, j]) for j in range(k)] for i in range(k)]
         pm = -np.ones((len(idx), len(idx)), int)
         for i in range(len(idx)):
             for j in range(len(idx)):
@@ -228,7 +229,9 @@ def from_nonmem(path, *, data=None) -> PopulationModel:
             if n in known:
                 continue
             if n in ("t", "TIME", "TAD"):
-                raise UnsupportedNonmem(f"{name} depends on time ({n}): time-dependent $PK/$ERROR code is not supported")
+                raise UnsupportedNonmem(
+                    f"{name} depends on time ({n}): time-dependent $PK/$ERROR code is not supported"
+                )
             if n.upper() in columns:
                 if n.upper() not in used_cov:
                     used_cov.append(n.upper())
@@ -286,8 +289,16 @@ def from_nonmem(path, *, data=None) -> PopulationModel:
     model.nonmem = dict(
         path=str(path),
         theta=tuple(thetas),
-        omega={(i + 1, j + 1): str(_sym(m.random_variables.etas.covariance_matrix[i, j])) for i in range(len(etas)) for j in range(i + 1)},
-        sigma={(i + 1, j + 1): str(_sym(m.random_variables.epsilons.covariance_matrix[i, j])) for i in range(len(epss)) for j in range(i + 1)},
+        omega={
+            (i + 1, j + 1): str(_sym(m.random_variables.etas.covariance_matrix[i, j]))
+            for i in range(len(etas))
+            for j in range(i + 1)
+        },
+        sigma={
+            (i + 1, j + 1): str(_sym(m.random_variables.epsilons.covariance_matrix[i, j]))
+            for i in range(len(epss))
+            for j in range(i + 1)
+        },
         method=None if step is None else step.method,
         interaction=None if step is None else bool(step.interaction),
     )

@@ -133,15 +133,17 @@ def part_tables(proto, records, *, save_slots: int = 4):
 
     tables = {k: dataclasses.replace(tb, has_ss=has_ss, has_sessions=has_sessions) for k, tb in tables.items()}
     first = next(iter(tables.values()))
-    grid = [
-        [tables.get((i, p), first) for p in range(records.part_mask.shape[1])] for i in range(records.n_subjects)
-    ]
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs).reshape((records.n_subjects, -1) + xs[0].shape), *[
-        tb for row in grid for tb in row
-    ])
+    grid = [[tables.get((i, p), first) for p in range(records.part_mask.shape[1])] for i in range(records.n_subjects)]
+    return jax.tree_util.tree_map(
+        lambda *xs: jnp.stack(xs).reshape((records.n_subjects, -1) + xs[0].shape), *[tb for row in grid for tb in row]
+    )
 
 
 def solve_states(model, table, **options):
-    """States (J, n) at the part's observation times by :func:`pkpd.solve` on its segment table."""
+    """States (J, n) at the part's observation times by :func:`pkpd.solve` on its segment table
+    (forward-mode adjoint: FOCE differentiates in forward mode)."""
+    import diffrax
+
+    options.setdefault("adjoint", diffrax.ForwardMode())
     ys, _status, _steps = solve(model, table, **options)
     return ys

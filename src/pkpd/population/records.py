@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nonmem import read_nonmem
+from ..nonmem import _py, read_nonmem
 from ..schedule import ROUTES, Schedule
 
 
@@ -146,12 +146,12 @@ def _check_rows(df, evid, mdv):
     time = _num(df, "TIME", np.nan)
     dv = _num(df, "DV", np.nan)
     for i in range(len(df)):
-        where = f"row {i} (ID={df['ID'].iloc[i]!r})"
+        where = f"row {i} (ID={_py(df['ID'].iloc[i])!r})"
         if not np.isfinite(time[i]) or time[i] < 0:
-            raise RecordError(f"{where}: TIME={df['TIME'].iloc[i]!r} must be a finite number of hours >= 0")
+            raise RecordError(f"{where}: TIME={_py(df['TIME'].iloc[i])!r} must be a finite number of hours >= 0")
         if evid[i] == 0 and mdv[i] != 1 and not np.isfinite(dv[i]):
             raise RecordError(
-                f"{where}: DV={df['DV'].iloc[i] if 'DV' in df.columns else None!r} is missing on an "
+                f"{where}: DV={_py(df['DV'].iloc[i]) if 'DV' in df.columns else None!r} is missing on an "
                 "observation row (EVID=0, MDV=0); give the value, or set MDV=1 to skip the row"
             )
 
@@ -182,12 +182,14 @@ def _covariates(df, rows_by_part, covariates, ids):
             v = _num(df.iloc[rows], c, np.nan)
             if not np.all(np.isfinite(v)):
                 r = rows[int(np.argmax(~np.isfinite(v)))]
-                raise RecordError(f"row {r} (ID={sid!r}): covariate {c}={df[c].iloc[r]!r} is missing or not a number")
+                raise RecordError(
+                    f"row {r} (ID={_py(sid)!r}): covariate {c}={_py(df[c].iloc[r])!r} is missing or not a number"
+                )
             if np.ptp(v) > 0:
                 t = df["TIME"].to_numpy(float)[rows]
                 j = int(np.argmax(v != v[0]))
                 raise RecordError(
-                    f"covariate {c} changes within ID={sid!r} between TIME={t[j - 1]:g} h ({v[j - 1]:g}) and "
+                    f"covariate {c} changes within ID={_py(sid)!r} between TIME={t[j - 1]:g} h ({v[j - 1]:g}) and "
                     f"TIME={t[j]:g} h ({v[j]:g}) inside one dosing history; time-varying covariates are not "
                     "supported: the individual parameters must be constant between resets (EVID=3/4 or SS=1)"
                 )
@@ -223,14 +225,16 @@ def read_records(
     names = covariates + ((occasion.upper(),) if occasion else ())
     for c in names:
         if c not in df.columns:
-            raise RecordError(f"unknown covariate {c!r}: it is not a column of the dataset; columns: {list(df.columns)}")
+            raise RecordError(
+                f"unknown covariate {c!r}: it is not a column of the dataset; columns: {list(df.columns)}"
+            )
     amt = np.nan_to_num(_num(df, "AMT", 0.0))
     evid = _num(df, "EVID", np.nan)
     evid = np.where(np.isnan(evid), (amt > 0).astype(float), evid)
     bad = ~np.isin(evid, (0, 1, 2, 3, 4))
     if bad.any():
         i = int(np.argmax(bad))
-        raise RecordError(f"row {i} (ID={df['ID'].iloc[i]!r}): EVID={evid[i]:g} is not one of 0, 1, 2, 3, 4")
+        raise RecordError(f"row {i} (ID={_py(df['ID'].iloc[i])!r}): EVID={evid[i]:g} is not one of 0, 1, 2, 3, 4")
     mdv = _num(df, "MDV", np.nan)
     _check_rows(df, evid, mdv)
     ss = np.nan_to_num(_num(df, "SS", 0.0))
@@ -249,7 +253,7 @@ def read_records(
         try:
             parts[key] = read_nonmem(sub, amount_unit=amount_unit, cmt_routes=cmt_routes)[key[0]]
         except ValueError as e:  # re-number the row as in the input dataset
-            raise RecordError(f"ID={key[0]!r} (dataset rows {work['_ROW'].iloc[rows[0]]}..): {e}") from None
+            raise RecordError(f"ID={_py(key[0])!r} (dataset rows {work['_ROW'].iloc[rows[0]]}..): {e}") from None
     cov = _covariates(work, rows_by_part, covariates, ids)
     occ_val = _covariates(work, rows_by_part, (occasion.upper(),), ids) if occasion else None
     occasions = tuple(sorted({float(v[0]) for v in occ_val.values()})) if occasion else (0.0,)
@@ -305,7 +309,7 @@ def _pad(work, ids, rows_by_part, parts, cov, occ_val, occasions, covariates, am
         if occ_val is not None:
             a["occasion"][i, p] = occasions.index(float(occ_val[(sid, p)][0]))
         if s.n_doses and np.any(s.dose_ss[1:]):
-            raise RecordError(f"ID={sid!r}: a steady-state dose that is not the first dose of its dosing history")
+            raise RecordError(f"ID={_py(sid)!r}: a steady-state dose that is not the first dose of its dosing history")
     return Records(
         ids=ids, cov_names=covariates, occasions=occasions, schedules=schedules, amount_unit=amount_unit, **a
     )

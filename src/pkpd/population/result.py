@@ -114,7 +114,12 @@ class PopulationResult:
             rows.append(row)
         if ref["ofv"] is not None:
             rows.append(
-                dict(parameter="OFV", pkpd=self.ofv, NONMEM=ref["ofv"], relative_difference=(self.ofv - ref["ofv"]) / abs(ref["ofv"]))
+                dict(
+                    parameter="OFV",
+                    pkpd=self.ofv,
+                    NONMEM=ref["ofv"],
+                    relative_difference=(self.ofv - ref["ofv"]) / abs(ref["ofv"]),
+                )
             )
         return pd.DataFrame(rows)
 

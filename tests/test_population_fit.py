@@ -1,0 +1,151 @@
+"""FOCE-I against NONMEM's own run (pheno: estimates, OFV, SEs, CWRES), the user-facing contract,
+parameter recovery with interval coverage on simulated populations, the native API, and NUTS."""
+
+import importlib.resources
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+import pkpd
+
+matplotlib.use("Agg")
+pytest.importorskip("pharmpy")
+EX = importlib.resources.files("pharmpy") / "internals" / "example_models"
+
+
+@pytest.fixture(scope="module")
+def pheno():
+    ex = EX
+    res = pkpd.population.from_nonmem(ex / "pheno.mod").fit(method="focei")
+    return res
+
+
+def test_pheno_matches_nonmem(pheno):
+    """NONMEM 7 FOCE-I on pheno (pheno.ext): THETA within 2 %, OMEGA/SIGMA within 5 %, OFV within
+    0.1 on NONMEM's scale (no n log 2 pi), standard errors (sandwich) within 15 %."""
+    cmp = pheno.compare_nonmem(EX / "pheno.ext").set_index("parameter")
+    assert list(cmp.index) == ["POP_CL", "POP_VC", "COVAPGR", "IIV_CL", "IIV_VC", "SIGMA", "OFV"]
+    rel = cmp["relative_difference"].abs()
+    assert (rel[["POP_CL", "POP_VC", "COVAPGR"]] < 0.02).all(), cmp
+    assert (rel[["IIV_CL", "IIV_VC", "SIGMA"]] < 0.05).all(), cmp
+    assert abs(pheno.ofv - 586.27605628520962) < 0.1
+    assert (cmp["se_relative_difference"].drop("OFV").abs() < 0.15).all(), cmp
+    assert pheno.converged
+    assert pheno.constant == pytest.approx(155 * np.log(2 * np.pi))
+
+
+def test_pheno_residuals_match_nonmem_table(pheno):
+    """PRED, IPRED (CIPREDI) and CWRES equal NONMEM's $TABLE output (pheno.tab)."""
+    tab = pheno.table()
+    nm = pd.read_csv(EX / "pheno.tab", sep=r"\s+", skiprows=1)
+    nm = nm[nm["DV"] > 0].reset_index(drop=True)  # pheno's observation rows
+    assert len(tab) == len(nm) == 155
+    np.testing.assert_allclose(tab["PRED"], nm["PRED"], rtol=2e-4)
+    np.testing.assert_allclose(tab["IPRED"], nm["CIPREDI"], rtol=2e-4, atol=2e-3)
+    np.testing.assert_allclose(tab["CWRES"], nm["CWRES"], atol=2e-3)
+
+
+def test_user_facing_contract(pheno):
+    import importlib.resources
+
+    ex = importlib.resources.files("pharmpy") / "internals" / "example_models"
+    res = pheno  # pkpd.population.from_nonmem(ex / "pheno.mod").fit(method="focei"), fitted once above
+    theta, omega, sigma, ofv, se = res.theta, res.omega, res.sigma, res.ofv, res.se
+    assert list(theta.index) == ["POP_CL", "POP_VC", "COVAPGR"]
+    assert omega.shape == (2, 2) and sigma.shape == (1, 1) and omega.iloc[0, 1] == 0.0
+    assert np.isfinite(ofv) and (se > 0).all()
+    df = res.compare_nonmem(ex / "pheno.ext")
+    assert {"parameter", "pkpd", "NONMEM", "relative_difference"} <= set(df.columns)
+    fig = res.gof()
+    assert len(fig.axes) == 4
+    fig2 = res.vpc(n=100)
+    assert fig2.axes[0].get_title().startswith("VPC")
+    assert res.shrinkage.between(0, 100).all()
+    assert res.ebe.shape == (59, 2)
+
+
+def test_vpc_observed_percentiles_inside_simulated_bands(pheno):
+    from pkpd.population.diagnostics import vpc_table
+
+    for pc in (False, True):
+        tab = vpc_table(pheno, 100, prediction_corrected=pc)
+        inside = (tab["obs_p50"] >= tab["sim_p50_lo"]) & (tab["obs_p50"] <= tab["sim_p50_hi"])
+        assert inside.mean() >= 0.75, tab
+        assert (tab["sim_p5_mid"] < tab["sim_p50_mid"]).all() and (tab["sim_p50_mid"] < tab["sim_p95_mid"]).all()
+
+
+def _coverage(res0, n_rep, seed):
+    """Fraction of 90 % Wald intervals that cover the true values, over n_rep datasets simulated
+    from res0's estimates with pheno's design (the compiled objective is reused)."""
+    from scipy.stats import norm
+
+    from pkpd.population.diagnostics import simulate
+
+    model = res0.model
+    truth = res0.estimates
+    sims = simulate(res0, n_rep, seed=seed)
+    z = norm.ppf(0.95)
+    hits, n = 0, 0
+    for r in range(n_rep):
+        fit = model.with_records(model.records.with_dv(sims[r])).fit(method="focei", x0=np.asarray(model.params.x0()))
+        assert fit.converged, fit.message
+        lo, hi = fit.estimates - z * fit.se, fit.estimates + z * fit.se
+        hits += int(((truth >= lo) & (truth <= hi)).sum())
+        n += truth.size
+    return hits / n
+
+
+def test_recovery_coverage_small(pheno):
+    """Six simulated pheno populations: the 90 % intervals cover the true values at a rate near 0.9
+    (36 intervals; 0.75 is 2.7 binomial sd below 0.9)."""
+    assert _coverage(pheno, 6, seed=1) >= 0.75
+
+
+@pytest.mark.slow
+def test_recovery_coverage_full(pheno):
+    """100 simulated pheno populations (600 intervals): coverage within 0.04 of 0.9 (3.3 sd)."""
+    cov = _coverage(pheno, 100, seed=2)
+    assert abs(cov - 0.9) < 0.04, cov
+
+
+def test_native_api_reproduces_pheno():
+    """The same model written with the native API (pkpd.pk.OneCompartment, Python individual
+    parameters, proportional error) gives NONMEM's OFV at NONMEM's estimates."""
+    import jax.numpy as jnp
+
+    from pkpd.population.foce import ofv_terms
+
+    df = pd.read_csv(EX / "pheno.dta", sep=r"\s+")
+
+    def individual(th, eta, cov):
+        tvv = th["v"] * cov["WGT"] * jnp.where(cov["APGR"] < 5, 1 + th["apgr"], 1.0)
+        return {"cl": th["cl"] * cov["WGT"] * jnp.exp(eta["cl"]), "v": tvv * jnp.exp(eta["v"])}
+
+    model = pkpd.population.PopulationModel(
+        pkpd.pk.OneCompartment,
+        df,
+        theta={"cl": (0.0, 0.005, None), "v": (0.0, 1.0, None), "apgr": (-0.99, 0.1, None)},
+        omega={"cl": 0.03, "v": 0.03},
+        sigma={"prop": 0.013},
+        error="proportional",
+        individual=individual,
+        covariates=("WGT", "APGR"),
+        cmt_routes={1: "iv"},
+    )
+    ext = pkpd.population.read_ext(EX / "pheno.ext")["estimates"]
+    th = jnp.asarray([ext["THETA1"], ext["THETA2"], ext["THETA3"]])
+    om = jnp.asarray([ext["OMEGA(1,1)"], ext["OMEGA(2,2)"]])
+    ofv, eta = ofv_terms(model, th, om, jnp.asarray([ext["SIGMA(1,1)"]]), jnp.zeros((59, 2)))
+    assert float(ofv.sum()) == pytest.approx(586.27605628520962, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_nuts_pheno_agrees_with_focei(pheno):
+    """NUTS (non-centred, 2 chains x 500 draws): posterior medians within 2 posterior sd of the
+    FOCE-I estimates, R-hat < 1.01."""
+    bayes = pheno.model.fit(method="nuts", num_warmup=500, num_samples=1000, num_chains=2)
+    cmp = bayes.compare(pheno)
+    assert (cmp["z"].abs() < 2).all(), cmp
+    assert (cmp["r_hat"] < 1.01).all(), cmp
