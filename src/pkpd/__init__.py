@@ -15,9 +15,9 @@ from . import (
     calibrate as calibrate,
     pk as pk,
     plot as plot,
+    population as population,
     timescales as timescales,
 )
-from . import population as population
 from .compare import compare as compare
 from .data import datasets as datasets, load_curves as load_curves, read_webplotdigitizer as read_webplotdigitizer
 from .design import optimise_schedule as optimise_schedule, sensitivity as sensitivity
