@@ -86,15 +86,17 @@ def _part(times, amounts, routes, obs, *, dur=None, ss=None, ii=None):
             pkpd.Schedule.doses([0.0, 12.0, 30.0], [100.0, 50.0, 80.0], "oral"),
             {},
         ),
-        (
+        pytest.param(
             pkpd.pk.OneCompartment(cl=5.0, v=40.0, ka=0.125),  # ka = k: the closed form's limit
             pkpd.Schedule.doses([0.0, 12.0], [100.0, 50.0], "oral"),
             {},
+            marks=pytest.mark.slow,
         ),
-        (
+        pytest.param(
             pkpd.pk.TwoCompartment(cl=4.0, v1=20.0, q=3.0, v2=50.0),
             pkpd.Schedule.doses([0.0, 6.0], [100.0, 60.0], ["iv", "infusion"], duration=[0.0, 2.0]),
             {"has_infusion": True},
+            marks=pytest.mark.slow,
         ),
         (
             pkpd.pk.OneCompartment(cl=5.0, v=40.0, ka=2.0),

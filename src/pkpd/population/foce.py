@@ -190,7 +190,8 @@ class _Objective:
         g_i = self.value_grad_p(p, self.best_eta)[3] @ np.asarray(jac)
         w, v = np.linalg.eigh(g_i.T @ g_i)
         w = np.maximum(w, 1e-10 * max(w.max(), 1e-300))  # S is singular with fewer subjects than parameters
-        return (v * (2.0 / w)) @ v.T
+        h = (v * (2.0 / w)) @ v.T
+        return 0.5 * (h + h.T)
 
     def value_grad_p(self, p, eta0=None):
         o, g, eta = self.per_subject(jnp.asarray(p), self.eta if eta0 is None else eta0, self.model._arrays)
@@ -279,7 +280,11 @@ def fit_focei(
         if opt.success or moved < 1e-8:
             break
     opt.nit = nit
-    obj(opt.x)  # leave the modes of the optimum in obj.eta
+    _, g_end = obj(opt.x)  # also leaves the modes of the optimum in obj.eta
+    # BFGS reports "precision loss" when the line search cannot improve an OFV that is flat to
+    # its noise (the inner solves leave ~1e-7 in it); a gradient below 1e-2 OFV units per unit
+    # of the unconstrained parameters is converged for every purpose (SEs, comparisons).
+    converged = bool(opt.success) or float(np.max(np.abs(g_end))) < 1e-2
     t2 = time.perf_counter()
     theta, omega, sigma = (np.asarray(a) for a in model.params.from_x(jnp.asarray(opt.x)))
     p = np.asarray(model.params.to_p(theta, omega, sigma))
@@ -297,7 +302,7 @@ def fit_focei(
         covariance=cov,
         r_matrix=r,
         s_matrix=s,
-        converged=bool(opt.success),
+        converged=converged,
         message=str(opt.message),
         n_iterations=int(opt.nit),
         timing=dict(compile_s=t1 - t0, fit_s=t2 - t1, covariance_s=t3 - t2),
