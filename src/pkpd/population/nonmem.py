@@ -94,12 +94,11 @@ def _structure(m):
         raise UnsupportedNonmem(f"{len(peripherals) + 1}-compartment disposition is not supported; at most two")
     if any(_sym(z) != 0 for z in np.asarray(cs.zero_order_inputs).ravel()):
         raise UnsupportedNonmem("zero-order inputs in the ODE system are not supported")
-    amounts = {str(_sym(a)): a for a in cs.amounts}
+    import sympy
+
     for expr in np.asarray(cs.compartmental_matrix).ravel():
         e = _sym(expr)
-        if any(str(fs).startswith("A_") for fs in e.free_symbols) or any(
-            str(f.func).startswith("A_") for f in e.atoms(__import__("sympy").Function)
-        ):
+        if any(str(f.func).startswith("A_") for f in e.atoms(sympy.Function)):
             raise UnsupportedNonmem(f"non-linear elimination or transfer ({e}) is not supported: pkpd.pk is linear")
     out = {"k": None, "ka": None, "k12": None, "k21": None, "lag": 0, "f1": 1}
     flows = dict((str(c.name) if c is not output else "OUTPUT", r) for c, r in cs.get_compartment_outflows(central))
@@ -122,10 +121,8 @@ def _structure(m):
         state[depot.amount] = 0
     if peripherals:
         state[peripherals[0].amount] = 2
-    doses = [c for c in cs.dosing_compartments]
-    if any(type(d).__name__ != "Bolus" for c in doses for d in c.doses):
+    if any(type(d).__name__ != "Bolus" for c in cs.dosing_compartments for d in c.doses):
         raise UnsupportedNonmem("zero-order (modelled duration/rate) doses are not supported; give RATE in the data")
-    del amounts
     return out, state, depot is not None, len(peripherals)
 
 

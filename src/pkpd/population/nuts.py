@@ -97,7 +97,7 @@ class BayesResult:
         names = self.model.params.p_names()
         post = self.idata.posterior
         rows = []
-        s = az.summary(self.idata, var_names=names, kind="diagnostics")
+        s = az.summary(self.idata, var_names=names, kind="diagnostics", round_to="none")
         for n in names:
             d = np.asarray(post[n]).ravel()
             rows.append(
