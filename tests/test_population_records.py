@@ -117,9 +117,12 @@ def test_linear_superposition_matches_pkpd_simulate(model, schedule, flags):
         ss=s.dose_ss,
         ii=np.where(s.dose_ii > 0, s.dose_ii, 1.0),
     )
-    got = linear_states(
-        model, 0.0, part, has_ss=flags.get("has_ss", False), has_infusion=flags.get("has_infusion", False)
+    fn = jax.jit(
+        lambda m, p: linear_states(
+            m, 0.0, p, has_ss=flags.get("has_ss", False), has_infusion=flags.get("has_infusion", False)
+        )
     )
+    got = fn(model, part)
     t0 = float(s.dose_time[0])
     keep = obs >= t0
     ref = pkpd.simulate(model, s, np.concatenate([[t0], obs[keep]])).states[1:]
@@ -131,14 +134,12 @@ def test_lag_is_exact_and_differentiable():
     equals the finite difference (pkpd's event table keeps the lag static)."""
     obs = np.array([0.3, 1.0, 5.0, 12.6, 14.0])
     part = _part([0.0, 12.0], [100.0, 50.0], ["oral", "oral"], obs)
-    for lag in (0.25, 0.5):
-        m = pkpd.pk.OneCompartment(cl=5.0, v=40.0, ka=1.3, lag=lag)
-        ref = pkpd.simulate(m, pkpd.Schedule.doses([0.0, 12.0], [100.0, 50.0], "oral"), np.concatenate([[0.0], obs]))
-        got = linear_states(pkpd.pk.OneCompartment(cl=5.0, v=40.0, ka=1.3), lag, part, has_ss=False, has_infusion=False)
-        np.testing.assert_allclose(np.asarray(got), np.asarray(ref.states[1:]), rtol=1e-10, atol=1e-12)
     base = pkpd.pk.OneCompartment(cl=5.0, v=40.0, ka=1.3)
-    c = lambda lag: linear_states(base, lag, part, has_ss=False, has_infusion=False)[:, 1]  # noqa: E731
-    d = jax.jacfwd(c)(0.4)
+    c = jax.jit(lambda lag: linear_states(base, lag, part, has_ss=False, has_infusion=False)[:, 1])
+    m = pkpd.pk.OneCompartment(cl=5.0, v=40.0, ka=1.3, lag=0.5)
+    ref = pkpd.simulate(m, pkpd.Schedule.doses([0.0, 12.0], [100.0, 50.0], "oral"), np.concatenate([[0.0], obs]))
+    np.testing.assert_allclose(np.asarray(c(0.5)), np.asarray(ref.states[1:, 1]), rtol=1e-10, atol=1e-12)
+    d = jax.jit(jax.jacfwd(c))(0.4)
     fd = (c(0.4 + 1e-6) - c(0.4 - 1e-6)) / 2e-6
     np.testing.assert_allclose(np.asarray(d), np.asarray(fd), rtol=1e-6)
 

@@ -41,6 +41,8 @@ from .model import PopulationModel
 #: Levenberg-Marquardt damping exceeds 1e8: no step decreases O_i at machine precision).
 INNER_TOL = 1e-8
 INNER_MAXIT = 200
+#: Relative step of the central differences of the OFV in p (ODE backend only).
+FD_STEP = 1e-4
 
 
 def _terms(model: PopulationModel, theta, sigma_m, eta, subj, interaction=True):
@@ -157,8 +159,14 @@ def _per_subject_fn(model: PopulationModel, interaction: bool):
                 om_m, sg_m = pr.omega.matrix(om), pr.sigma.matrix(sg)
                 return subject_ofv(model, th, om_m, sg_m, subj, e0, interaction)
 
-            if forward:  # diffrax's ODE path differentiates in forward mode only
-                g, (o, eta) = jax.jacfwd(lambda q: (f(q)[0], f(q)), has_aux=True)(p)
+            if forward:
+                # diffrax's ODE path: the OFV needs first derivatives in eta only (forward mode);
+                # its gradient in p is taken by central differences (as NONMEM does), since
+                # nested forward mode through a stiff adaptive solve is not reliable
+                o, eta = f(p)
+                h = FD_STEP * jnp.maximum(jnp.abs(p), 1e-3)
+                basis = jnp.diag(h)
+                g = jax.vmap(lambda e, hk: (f(p + e)[0] - f(p - e)[0]) / (2 * hk))(basis, h)
             else:
                 (o, eta), g = jax.value_and_grad(f, has_aux=True)(p)
             return o, g, jax.lax.stop_gradient(eta)
@@ -202,7 +210,10 @@ class _Objective:
         (not of the last trial point of a line search), so that the OFV is a deterministic
         function of x between improvements."""
         p, jac = self.p_and_jac(jnp.asarray(x))
-        v, g, eta, _ = self.value_grad_p(p, self.best_eta)
+        try:
+            v, g, eta, _ = self.value_grad_p(p, self.best_eta)
+        except jax.errors.JaxRuntimeError:  # e.g. an ODE solver's linear solve met NaN: a bad trial point
+            return 1e300, np.zeros(np.shape(x))
         g = np.asarray(jac).T @ g
         if not (np.isfinite(v) and np.all(np.isfinite(g))):
             return 1e300, np.zeros_like(g)
