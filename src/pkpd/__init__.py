@@ -15,6 +15,7 @@ from . import (
     calibrate as calibrate,
     pk as pk,
     plot as plot,
+    population as population,
     timescales as timescales,
 )
 from .calibrate import model as model
