@@ -82,3 +82,16 @@ def test_import_linter_contracts_are_kept():
     run = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
+
+
+def test_no_function_in_the_package_is_longer_than_100_lines():
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "src" / "pkpd").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 100:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, "functions over 100 lines (split them into named steps): " + "; ".join(long)

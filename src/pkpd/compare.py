@@ -655,6 +655,45 @@ def _clean(x):
     return x
 
 
+def _modality_summary(cmp: Comparer, name: str):
+    """One modality's standard protocol on the draws: its table row (metrics per readout), its
+    curves, and the schedule/PK vs biology split of its spine T50."""
+    from .protocols import protocols
+
+    t = cmp.times
+    run = cmp.run(name, {})
+    readouts = {}
+    for r in TABLE_READOUTS:
+        met = ts.metrics(t, run.changes[r])
+        readouts[r] = {k: ts.summarise(met[k]) for k in METRIC_NAMES}
+        readouts[r].update({k: ts.summarise(met[k]) for k in ("peak", *ts.AT_H)})
+    met = ts.metrics(t, run.changes["spine_density"])
+    sched_half = run.input_half()
+    parts = dict(
+        modality=name,
+        readout="spine_density",
+        t50_h=ts.summarise(met["t50_h"]),
+        schedule_pk_h=ts.summarise(sched_half),
+        biology_h=ts.summarise(met["t50_h"] - sched_half),
+    )
+    row = dict(name=name, protocol=protocols()[name], draws_ok=int(run.ok.sum()), readouts=readouts)
+    return row, _curves(run.changes), parts
+
+
+def _counterfactual(cmp: Comparer, modality: str, desc: str, opts, sched) -> dict:
+    """Spine T50, Tmax and peak of ``modality`` under another schedule."""
+    run = cmp.run(modality, opts, schedule=sched, label=desc)
+    met = ts.metrics(cmp.times, run.changes["spine_density"])
+    return dict(
+        modality=modality,
+        schedule=desc,
+        readout="spine_density",
+        t50_h=ts.summarise(met["t50_h"]),
+        tmax_h=ts.summarise(met["tmax_h"]),
+        peak=ts.summarise(met["peak"]),
+    )
+
+
 def compare(
     modalities=None,
     *,
@@ -682,7 +721,6 @@ def compare(
     conditioning: probabilities then say what holds *if* the cards' values are right).
     """
     from .modalities import modalities as all_modalities
-    from .protocols import protocols
 
     t_start = time.perf_counter()
     names = list(modalities) if modalities else all_modalities()
@@ -703,42 +741,13 @@ def compare(
     t = cmp.times
     rows, curves, decomposition = [], {}, []
     for name in names:
-        run = cmp.run(name, {})
-        readouts = {}
-        for r in TABLE_READOUTS:
-            met = ts.metrics(t, run.changes[r])
-            readouts[r] = {k: ts.summarise(met[k]) for k in METRIC_NAMES}
-            readouts[r].update({k: ts.summarise(met[k]) for k in ("peak", *ts.AT_H)})
-        curves[name] = _curves(run.changes)
-        met = ts.metrics(t, run.changes["spine_density"])
-        sched_half = run.input_half()
-        decomposition.append(
-            dict(
-                modality=name,
-                readout="spine_density",
-                t50_h=ts.summarise(met["t50_h"]),
-                schedule_pk_h=ts.summarise(sched_half),
-                biology_h=ts.summarise(met["t50_h"] - sched_half),
-            )
-        )
-        rows.append(dict(name=name, protocol=protocols()[name], draws_ok=int(run.ok.sum()), readouts=readouts))
+        row, curves[name], parts = _modality_summary(cmp, name)
+        rows.append(row)
+        decomposition.append(parts)
     evaluated = [evaluate_claim(c, cmp) for c in claim_list]
-    cf_results = []
     if counterfactuals is None:  # the standard set, for the modalities asked for
         counterfactuals = [c for c in counterfactual_schedules() if c[0] in names]
-    for modality, desc, opts, sched in counterfactuals:
-        run = cmp.run(modality, opts, schedule=sched, label=desc)
-        met = ts.metrics(t, run.changes["spine_density"])
-        cf_results.append(
-            dict(
-                modality=modality,
-                schedule=desc,
-                readout="spine_density",
-                t50_h=ts.summarise(met["t50_h"]),
-                tmax_h=ts.summarise(met["tmax_h"]),
-                peak=ts.summarise(met["peak"]),
-            )
-        )
+    cf_results = [_counterfactual(cmp, *cf) for cf in counterfactuals]
     info = dict(
         draws=cmp.draws,
         seed=seed,

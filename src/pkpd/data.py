@@ -156,11 +156,10 @@ def _check_origin(fail, i, t, origin):
         fail(i, str(e))
 
 
-def load_curves(data):
-    """Validate a published-curve table (DataFrame or CSV path) and add ``time_h`` and ``se``."""
+def _read_table(data):
+    """The table as strings, with every column of the schema (``time_origin`` defaulted for
+    tables written before it existed)."""
     import pandas as pd
-
-    from .modalities import MODALITIES
 
     if isinstance(data, (str, Path)):
         df = pd.read_csv(data, dtype=str, keep_default_na=False)
@@ -179,7 +178,63 @@ def load_curves(data):
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = ""
-    df = df.replace({np.nan: ""}).astype(object)
+    return df.replace({np.nan: ""}).astype(object)
+
+
+def _check_vocabulary(fail, i, r) -> None:
+    from .modalities import MODALITIES
+
+    for c in REQUIRED:
+        if _blank(r[c]):
+            hint = " (the unit of value, e.g. '%', 'ng/mL', 'fold')" if c == "unit" else ""
+            fail(i, f"{c}={r[c]!r} is empty; every row needs a non-empty {c}{hint}")
+    checks = (("species", SPECIES), ("modality", tuple(MODALITIES)), ("readout", READOUTS), ("statistic", STATISTICS))
+    for c, vocab in checks:
+        if r[c] not in vocab:
+            fail(i, f"{c}={r[c]!r} is not known; valid: {list(vocab)}")
+    if not _blank(r["extraction"]) and r["extraction"] not in EXTRACTIONS:
+        fail(i, f"extraction={r['extraction']!r} is not known; valid: {list(EXTRACTIONS)}")
+    if all(_blank(r[c]) for c in ("doi", "pmcid", "pmid")):
+        fail(i, "no identifier: give at least one of doi, pmcid, pmid")
+
+
+def _number(fail, i, r, column: str, *, lo: float | None = None) -> float:
+    try:
+        x = float(r[column])
+    except (TypeError, ValueError):
+        fail(i, f"{column}={r[column]!r} is not a number")
+    if not np.isfinite(x) or (lo is not None and not x >= lo):
+        fail(i, f"{column}={r[column]!r} must be finite" + (f" and >= {lo:g}" if lo is not None else ""))
+    return x
+
+
+def _time_h(fail, i, r) -> float:
+    if _blank(r["time"]):
+        return float("nan")
+    if r["time_unit"] not in TIME_UNITS:
+        fail(i, f"time_unit={r['time_unit']!r} is not known; valid: {sorted(TIME_UNITS)}")
+    return _number(fail, i, r, "time", lo=0.0) * TIME_UNITS[r["time_unit"]]
+
+
+def _check_dispersion(fail, i, kind, disp) -> None:
+    if _blank(disp) and _blank(kind):
+        return
+    if kind not in DISPERSION_TYPES:
+        fail(i, f"dispersion_type={kind!r} is not known; valid: {list(DISPERSION_TYPES)}")
+    try:
+        parts = [float(x) for x in str(disp).split(";")]
+    except ValueError:
+        fail(i, f"dispersion={disp!r} is not a number (or 'lo;hi' for intervals)")
+    if len(parts) == 2:
+        if not parts[1] > parts[0]:
+            fail(i, f"dispersion interval {disp!r} must have lo < hi")
+    elif len(parts) != 1 or not parts[0] > 0:
+        fail(i, f"dispersion={disp!r} must be > 0 (or 'lo;hi' with lo < hi for {kind}; leave empty if not reported)")
+
+
+def load_curves(data):
+    """Validate a published-curve table (DataFrame or CSV path) and add ``time_h`` and ``se``."""
+    df = _read_table(data)
 
     def fail(i, msg):
         raise ValueError(f"curve row {i} (study_id={df['study_id'].iloc[i]!r}): {msg}")
@@ -187,70 +242,19 @@ def load_curves(data):
     values, times, ses, ns = [], [], [], []
     for i, row in enumerate(df.itertuples(index=False)):
         r = row._asdict()
-        for c in REQUIRED:
-            if _blank(r[c]):
-                hint = " (the unit of value, e.g. '%', 'ng/mL', 'fold')" if c == "unit" else ""
-                fail(i, f"{c}={r[c]!r} is empty; every row needs a non-empty {c}{hint}")
-        checks = (
-            ("species", SPECIES),
-            ("modality", tuple(MODALITIES)),
-            ("readout", READOUTS),
-            ("statistic", STATISTICS),
-        )
-        for c, vocab in checks:
-            if r[c] not in vocab:
-                fail(i, f"{c}={r[c]!r} is not known; valid: {list(vocab)}")
-        if not _blank(r["extraction"]) and r["extraction"] not in EXTRACTIONS:
-            fail(i, f"extraction={r['extraction']!r} is not known; valid: {list(EXTRACTIONS)}")
-        if all(_blank(r[c]) for c in ("doi", "pmcid", "pmid")):
-            fail(i, "no identifier: give at least one of doi, pmcid, pmid")
-        try:
-            v = float(r["value"])
-        except (TypeError, ValueError):
-            fail(i, f"value={r['value']!r} is not a number")
-        if not np.isfinite(v):
-            fail(i, f"value={r['value']!r} is not finite")
+        _check_vocabulary(fail, i, r)
+        v = _number(fail, i, r, "value")
         n = r["n"]
         if not _blank(n):
-            try:
-                n = float(n)
-            except (TypeError, ValueError):
-                fail(i, f"n={r['n']!r} is not a number")
+            n = _number(fail, i, r, "n")
             if not n >= 1:
                 fail(i, f"n={n!r} must be >= 1 (number of subjects; leave empty if not reported)")
-        t = r["time"]
-        if _blank(t):
-            th = float("nan")
-        else:
-            if r["time_unit"] not in TIME_UNITS:
-                fail(i, f"time_unit={r['time_unit']!r} is not known; valid: {sorted(TIME_UNITS)}")
-            try:
-                th = float(t) * TIME_UNITS[r["time_unit"]]
-            except (TypeError, ValueError):
-                fail(i, f"time={t!r} is not a number")
-            if not (np.isfinite(th) and th >= 0):
-                fail(i, f"time={t!r} must be finite and >= 0")
-        _check_origin(fail, i, t, r["time_origin"])
-        kind, disp = r["dispersion_type"], r["dispersion"]
-        if not _blank(disp) or not _blank(kind):
-            if kind not in DISPERSION_TYPES:
-                fail(i, f"dispersion_type={kind!r} is not known; valid: {list(DISPERSION_TYPES)}")
-            try:
-                parts = [float(x) for x in str(disp).split(";")]
-            except ValueError:
-                fail(i, f"dispersion={disp!r} is not a number (or 'lo;hi' for intervals)")
-            if len(parts) == 2:
-                if not parts[1] > parts[0]:
-                    fail(i, f"dispersion interval {disp!r} must have lo < hi")
-            elif len(parts) != 1 or not parts[0] > 0:
-                fail(
-                    i,
-                    f"dispersion={disp!r} must be > 0 (or 'lo;hi' with lo < hi for {kind}; leave empty if "
-                    "not reported)",
-                )
+        th = _time_h(fail, i, r)
+        _check_origin(fail, i, r["time"], r["time_origin"])
+        _check_dispersion(fail, i, r["dispersion_type"], r["dispersion"])
         values.append(v)
         times.append(th)
-        ses.append(_se(disp, kind, n))
+        ses.append(_se(r["dispersion"], r["dispersion_type"], n))
         ns.append(float("nan") if _blank(n) else float(n))
     df["value"] = np.asarray(values, dtype=float)
     df["n"] = np.asarray(ns, dtype=float)

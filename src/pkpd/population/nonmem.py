@@ -191,6 +191,52 @@ def _dataset(m, has_depot: bool):
     return df
 
 
+def _covariates_used(exprs: dict, y, known: set, columns: list) -> list[str]:
+    """Data columns the $PK/$ERROR expressions use as covariates (upper case, in order of use);
+    ``UnsupportedNonmem`` for time-dependent code, unknown symbols and lower-case references."""
+    used = []
+    for name, e in list(exprs.items()) + [("Y", y)]:
+        for fs in sorted(e.free_symbols, key=str):
+            n = str(fs)
+            if n in known:
+                continue
+            if n in ("t", "TIME", "TAD"):
+                raise UnsupportedNonmem(
+                    f"{name} depends on time ({n}): time-dependent $PK/$ERROR code is not supported"
+                )
+            if n.upper() in columns:
+                if n.upper() not in used:
+                    used.append(n.upper())
+                continue
+            raise UnsupportedNonmem(
+                f"{name} uses {n!r}, which is neither a THETA, ETA, EPS, compartment amount nor a data column"
+            )
+    for e in list(exprs.values()) + [y]:
+        for fs in e.free_symbols:
+            if str(fs).upper() in used and str(fs) != str(fs).upper():
+                raise UnsupportedNonmem(f"covariate {fs} is referenced in lower case")
+    return used
+
+
+def _nonmem_info(m, path, thetas, etas, epss) -> dict:
+    """What the control stream declared (names, OMEGA/SIGMA entries, estimation method), kept
+    on the model for :meth:`PopulationResult.compare_nonmem`."""
+    step = m.execution_steps[0] if len(m.execution_steps) else None
+
+    def entries(rvs, names):
+        cov = rvs.covariance_matrix
+        return {(i + 1, j + 1): str(_sym(cov[i, j])) for i in range(len(names)) for j in range(i + 1)}
+
+    return dict(
+        path=str(path),
+        theta=tuple(thetas),
+        omega=entries(m.random_variables.etas, etas),
+        sigma=entries(m.random_variables.epsilons, epss),
+        method=None if step is None else step.method,
+        interaction=None if step is None else bool(step.interaction),
+    )
+
+
 def from_nonmem(path, *, data=None) -> PopulationModel:
     """A :class:`PopulationModel` from a NONMEM control stream (``.mod``/``.ctl``).
 
@@ -219,28 +265,8 @@ def from_nonmem(path, *, data=None) -> PopulationModel:
     df = _dataset(m, has_depot) if data is None else data
     columns = [str(c).upper() for c in df.columns]
     known = set(thetas) | set(etas) | set(epss) | {str(a) for a in amt_subs.values()}
-    used_cov = []
-    for name, e in list(exprs.items()) + [("Y", y)]:
-        for fs in sorted(e.free_symbols, key=str):
-            n = str(fs)
-            if n in known:
-                continue
-            if n in ("t", "TIME", "TAD"):
-                raise UnsupportedNonmem(
-                    f"{name} depends on time ({n}): time-dependent $PK/$ERROR code is not supported"
-                )
-            if n.upper() in columns:
-                if n.upper() not in used_cov:
-                    used_cov.append(n.upper())
-                continue
-            raise UnsupportedNonmem(
-                f"{name} uses {n!r}, which is neither a THETA, ETA, EPS, compartment amount nor a data column"
-            )
+    used_cov = _covariates_used(exprs, y, known, columns)
     cov_syms = [sympy.Symbol(c) for c in used_cov]
-    for e in list(exprs.values()) + [y]:
-        for fs in e.free_symbols:
-            if str(fs).upper() in used_cov and str(fs) != str(fs).upper():
-                raise UnsupportedNonmem(f"covariate {fs} is referenced in lower case")
     th_s, eta_s, eps_s = ([sympy.Symbol(n) for n in v] for v in (thetas, etas, epss))
     fns = {k: _lambdify([th_s, eta_s, cov_syms], e) for k, e in exprs.items()}
     fy = _lambdify([th_s, eta_s, cov_syms, eps_s, amt_syms], y)
@@ -249,9 +275,7 @@ def from_nonmem(path, *, data=None) -> PopulationModel:
     pars = {p.name: (p.init, p.fix, p.lower, p.upper) for p in m.parameters}
     theta = Theta(
         tuple(thetas),
-        np.asarray([pars[n][0] for n in thetas], float),
-        np.asarray([pars[n][2] for n in thetas], float),
-        np.asarray([pars[n][3] for n in thetas], float),
+        *(np.asarray([pars[n][k] for n in thetas], float) for k in (0, 2, 3)),
         np.asarray([pars[n][1] for n in thetas], bool),
     )
     fix = {n: (v[0], v[1]) for n, v in pars.items()}
@@ -282,23 +306,7 @@ def from_nonmem(path, *, data=None) -> PopulationModel:
         eta_names=etas,
         backend="linear",
     )
-    step = m.execution_steps[0] if len(m.execution_steps) else None
-    model.nonmem = dict(
-        path=str(path),
-        theta=tuple(thetas),
-        omega={
-            (i + 1, j + 1): str(_sym(m.random_variables.etas.covariance_matrix[i, j]))
-            for i in range(len(etas))
-            for j in range(i + 1)
-        },
-        sigma={
-            (i + 1, j + 1): str(_sym(m.random_variables.epsilons.covariance_matrix[i, j]))
-            for i in range(len(epss))
-            for j in range(i + 1)
-        },
-        method=None if step is None else step.method,
-        interaction=None if step is None else bool(step.interaction),
-    )
+    model.nonmem = _nonmem_info(m, path, thetas, etas, epss)
     return model
 
 
