@@ -18,6 +18,7 @@ states the tolerances).
 
 from __future__ import annotations
 
+from . import foce as foce, nuts as nuts  # noqa: F401  (register the estimation methods)
 from .model import PopulationModel as PopulationModel
 from .nonmem import UnsupportedNonmem as UnsupportedNonmem, from_nonmem as from_nonmem, read_ext as read_ext
 from .params import Covariance as Covariance, Parameters as Parameters, Theta as Theta

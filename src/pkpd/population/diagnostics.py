@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .foce import _first_order
+from .likelihood import _first_order
 
 
 def _subject_diagnostics(model, theta, omega_m, sigma_m, eta, subj, interaction=True):

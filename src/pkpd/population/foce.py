@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .model import PopulationModel
+from .likelihood import _first_order
+from .model import ESTIMATORS, PopulationModel
 
 #: Inner (EBE) solver: gradient tolerance on O_i and the iteration cap (it also stops when the
 #: Levenberg-Marquardt damping exceeds 1e8: no step decreases O_i at machine precision).
@@ -43,28 +44,6 @@ INNER_TOL = 1e-8
 INNER_MAXIT = 200
 #: Relative step of the central differences of the OFV in p (ODE backend only).
 FD_STEP = 1e-4
-
-
-def _terms(model: PopulationModel, theta, sigma_m, eta, subj, interaction=True):
-    """(f, R, residual, mask) over (P, J); R is 1 and the residual 0 where masked. Without
-    ``interaction`` (NONMEM's FOCE), R is evaluated at eta = 0."""
-    f, r = model.subject_predictions(theta, sigma_m, eta, subj)
-    if not interaction:
-        r = model.subject_predictions(theta, sigma_m, jnp.zeros_like(eta), subj)[1]
-    m = subj["obs_mask"] & subj["part_mask"][:, None]
-    return f, jnp.where(m, r, 1.0), jnp.where(m, subj["obs_dv"] - f, 0.0), m
-
-
-def _first_order(model, theta, sigma_m, eta, subj, interaction=True):
-    """f, R, residuals, mask and their eta-Jacobians G (P, J, q), dR (P, J, q), by forward mode
-    (one linearisation: the values ride along as auxiliary outputs)."""
-
-    def fr(e):
-        f, r, res, m = _terms(model, theta, sigma_m, e, subj, interaction)
-        return (f, r), (f, r, res, m)
-
-    (g_f, g_r), (f, r, res, m) = jax.jacfwd(fr, has_aux=True)(eta)
-    return f, r, res, m, jnp.where(m[..., None], g_f, 0.0), jnp.where(m[..., None], g_r, 0.0)
 
 
 def _objective_parts(r, res, m, g_f, g_r, eta, omega_inv):
@@ -320,3 +299,7 @@ def fit_focei(
         optimizer=opt,
         interaction=interaction,
     )
+
+
+ESTIMATORS["focei"] = lambda model, **options: fit_focei(model, interaction=True, **options)
+ESTIMATORS["foce"] = lambda model, **options: fit_focei(model, interaction=False, **options)

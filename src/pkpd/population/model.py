@@ -27,6 +27,10 @@ from .params import Covariance, Parameters, Theta
 from .predict import linear_states, part_tables, solve_states
 from .records import Records, read_records
 
+#: Estimation methods by name (``PopulationModel.fit(method=...)``), registered by the modules that
+#: implement them (:mod:`.foce`, :mod:`.nuts`), so that the model does not import its estimators.
+ESTIMATORS: dict[str, Callable] = {}
+
 ERRORS = {"additive": ("add",), "proportional": ("prop",), "combined": ("prop", "add")}
 
 
@@ -187,16 +191,11 @@ class PopulationModel:
         """Estimate the parameters: ``method="focei"`` (FOCE with interaction, see
         :func:`pkpd.population.foce.fit_focei`), ``"foce"`` (without interaction) or ``"nuts"`` (NumPyro NUTS, see
         :func:`pkpd.population.nuts.fit_nuts`). Returns a :class:`PopulationResult` (FOCE-I) or
-        a :class:`BayesResult` (NUTS)."""
-        if method in ("focei", "foce"):
-            from .foce import fit_focei
-
-            return fit_focei(self, interaction=method == "focei", **options)
-        if method == "nuts":
-            from .nuts import fit_nuts
-
-            return fit_nuts(self, **options)
-        raise ValueError(f"method={method!r} is not supported; valid: 'focei', 'foce', 'nuts'")
+        a :class:`BayesResult` (NUTS). The methods are those in :data:`ESTIMATORS`, which the
+        estimation modules fill when :mod:`pkpd.population` is imported."""
+        if method not in ESTIMATORS:
+            raise ValueError(f"method={method!r} is not supported; valid: {sorted(ESTIMATORS)}")
+        return ESTIMATORS[method](self, **options)
 
     def with_records(self, records: Records) -> PopulationModel:
         """The same model on other records with the same covariates (e.g. simulated data)."""

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .model import PopulationModel
+from .model import ESTIMATORS, PopulationModel
 from .params import Covariance, _is_diagonal
 
 
@@ -167,3 +167,6 @@ def fit_nuts(
     t1 = time.perf_counter()
     idata = az.from_numpyro(mcmc)
     return BayesResult(model=model, idata=idata, mcmc=mcmc, timing=dict(sample_s=t1 - t0))
+
+
+ESTIMATORS["nuts"] = fit_nuts
