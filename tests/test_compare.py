@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+import pkpd
+
 C = importlib.import_module("pkpd.compare")  # the module (pkpd.compare is the function)
 
 CLAIMS = """
@@ -58,9 +60,16 @@ def test_report_structure_and_claim_logic(result):
             assert m["readouts"][r]["onset_h"][0] <= med <= m["readouts"][r]["tmax_h"][0]
     by = {c["id"]: c for c in rep["claims"]}
     assert by["impossible"]["probability"] == 0.0 and by["impossible"]["verdict"] == "contradicted"
+    status = {}
+    for m in ("psilocybin", "ect"):
+        status.update({row.parameter: row.status for row in pkpd.parameters(m).itertuples()})
     for c in rep["claims"]:
         assert 0.0 <= c["data_share"] <= 1.0
         assert c["verdict"] == C._verdict(c["probability"])
+        # the parameters keeping a claim prior-driven are assumed ones, largest first
+        shares = [p["share"] for p in c["prior_driven_by"]]
+        assert shares == sorted(shares, reverse=True) and all(0.0 < x <= 1.0 for x in shares)
+        assert all(status[p["parameter"].split(".")[-1].split("@")[0]] == "assumed" for p in c["prior_driven_by"])
     # the order claim is the per-draw conjunction: consistent with the two T50 distributions
     psi = rep["modalities"][0]["readouts"]["spine_density"]["t50_h"]
     ect = rep["modalities"][1]["readouts"]["spine_density"]["t50_h"]

@@ -377,6 +377,18 @@ def variance_shares(d, prior_sd, sourced, post_cov, *, assumed_sigma: float = AL
     return out
 
 
+def _assumed_terms(sens: list, d, cov, v0: float) -> dict[str, float]:
+    """Each ``assumed`` parameter's own posterior variance contribution ``d_i^2 cov_ii`` over ``V0``:
+    which assumed parameters keep a claim's metric prior-driven (``prior_driven_by`` in the JSON)."""
+    if v0 <= 0:
+        return {}
+    return {
+        p["key"]: float(d[i] ** 2 * cov[i, i]) / v0
+        for i, p in enumerate(sens)
+        if p["status"] not in SOURCED and np.isfinite(d[i])
+    }
+
+
 def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
     """Probability, verdict and data share of one claim (see the module docstring)."""
     opts = claim.get("protocol") or {}
@@ -415,6 +427,7 @@ def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
         cal = np.array([k in comparer.cal.keys for k in keys])
         # the linearised variance over the calibrated parameters alone: what the draws simulated vary
         sh["v2_calibrated"] = float(d[cal] @ cov[np.ix_(cal, cal)] @ d[cal]) if cal.any() else 0.0
+        sh["assumed_terms"] = _assumed_terms(sens, d, cov, sh["v0"])
         shares.append(sh)
     for sh, v in zip(shares, vals):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -422,6 +435,11 @@ def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
         f = f[np.isfinite(f)]
         sh["v2_draws"] = float(np.var(f, ddof=1)) if f.size > 1 else float("nan")
     split = {k: float(np.mean([sh[k] for sh in shares])) for k in SHARES}
+    driven: dict[str, float] = {}
+    for sh in shares:
+        for key, v in sh["assumed_terms"].items():
+            driven[key] = driven.get(key, 0.0) + v / len(shares)
+    top = sorted(driven.items(), key=lambda kv: -kv[1])[:3]
     return dict(
         id=claim["id"],
         text=claim["text"],
@@ -431,6 +449,7 @@ def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
         variances={
             m: {k: sh[k] for k in ("v0", "v1", "v2", "v2_calibrated", "v2_draws")} for m, sh in zip(mods, shares)
         },
+        prior_driven_by=[dict(parameter=k, share=float(v)) for k, v in top if v > 0],
         metric=claim["metric"] if claim["op"] != "order" else f"order of {claim.get('of', 't50_h')}",
         readout=readout,
         per_modality=per,
