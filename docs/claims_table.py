@@ -30,17 +30,24 @@ def table(report: dict) -> str:
     lines = [
         f"{n['supported']} supported, {n['uncertain']} uncertain, {n['contradicted']} contradicted of "
         f"{len(claims)} claims ({info['draws']} posterior draws; calibration: {info['calibration']['method']}). "
-        "P: the fraction of posterior draws on which the claim holds; data share: how much of the answer comes "
-        "from data rather than assumed priors (0-1).",
+        "P: the fraction of posterior draws on which the claim holds (parameters no data informs drawn from "
+        "their card priors). The data share is the fraction of the variance of the claim's metric under an "
+        "all-assumed prior (every parameter at its card median with sd 1.0 on the log/logit scale) that sourced "
+        "priors and fitted data remove, linearised at the joint MAP; it splits into *sourced* (narrowing by "
+        "`sourced`/`derived` cards) and *fitted* (cards' priors to posterior). *Prior-driven by*: the assumed "
+        "parameter with the largest share of the posterior variance.",
         "",
-        "| # | claim | P | verdict | data share |",
-        "|---:|---|---:|---|---:|",
+        "| # | claim | P | verdict | data share | sourced | fitted | prior-driven by |",
+        "|---:|---|---:|---|---:|---:|---:|---|",
     ]
     for i, c in enumerate(claims, start=1):
         req = " (required)" if c.get("required") else ""
         text = c["text"].replace("|", "\\|")
+        top = c.get("prior_driven_by") or []
+        driver = f"`{top[0]['parameter']}` ({top[0]['share']:.2f})" if top else ""
         lines.append(
-            f"| {i} | `{c['id']}`{req}: {text} | {c['probability']:.2f} | {c['verdict']} | {c['data_share']:.2f} |"
+            f"| {i} | `{c['id']}`{req}: {text} | {c['probability']:.2f} | {c['verdict']} | {c['data_share']:.2f} | "
+            f"{c.get('sourced_share', 0.0):.2f} | {c.get('fitted_share', 0.0):.2f} | {driver} |"
         )
     return "\n".join(lines)
 
