@@ -89,7 +89,9 @@ def test_plasticity_model_concentration_occupancy_and_spines_stay_in_range(doses
     schedule = Schedule.doses([0.0, 168.0, 336.0], doses_mg)
     traj = pkpd.simulate(PSILOCYBIN, schedule, PSILO_T)
     c = np.asarray(traj["concentration"])
-    assert np.all(c >= -1e-9 * max(c.max(), 1e-12))
+    # non-negative to the solver's absolute tolerance (atol 1e-12 mg/L): doses near zero (e.g. 1e-10 mg)
+    # leave concentrations whose round-off is larger than any relative bound
+    assert np.all(c >= -(1e-9 * c.max() + 1e-12))
     occ = np.asarray(traj["occupancy"])
     assert np.all((occ >= 0.0) & (occ <= 1.0))
     for r in ("spine_density", "bdnf", "synaptic_efficacy"):
