@@ -20,10 +20,11 @@ pools every modality's usable rows (``pkpd.datasets()``) into one posterior:
   model linear in the parameters), from which :data:`N_DRAWS` draws are stored, checked parameter
   by parameter (:func:`check_laplace`): where the posterior's slice keeps density far out where
   the Laplace puts none, that parameter's draws come from the slice on a grid
-  (:func:`grid_marginal`). On the library this refuses ``stimulation.a_itbs`` only.
+  (:func:`grid_marginal`). On the shipped calibration it refuses none.
 
-Parameters no usable row informs (see ``pkpd.fit.INFORMS``) are not in the calibration and stay
-at their card values. Run ``python -m pkpd.calibrate`` to reproduce
+Parameters no usable row informs (see ``pkpd.fit.INFORMS``) are not in the calibration: they keep
+their card values, or are drawn from their card priors with
+``Calibration.models(..., uncalibrated="prior")`` (what ``pkpd compare`` does). Run ``python -m pkpd.calibrate`` to reproduce
 ``models/calibration/posterior.json``; :func:`load` reads it, :meth:`Calibration.models` gives
 models on posterior draws for any modality and :func:`model` (``pkpd.model(name,
 calibrated=True)``) the model at the MAP.
@@ -38,12 +39,12 @@ forward-mode Jacobians, evaluated in parallel threads (which use every core only
 :func:`widen_xla_pool`) with the per-modality solver settings :data:`NUTS_SOLVE`. It starts at
 the marginal mode (:func:`nuts_start`) and runs in coordinates ``u`` that whiten the inverse
 Hessian there, ``theta = theta_start + V sqrt(S) u`` (``cov = V S V^T``), corrected by the
-shipped metric (:data:`NUTS_METRIC`, a previous run's posterior covariance, kept only where it
+shipped metric if there is one for these parameters (:data:`NUTS_METRIC`, a previous run's posterior covariance, kept only where it
 differs beyond sampling noise: :func:`corrected_covariance`); its warmup adapts the step size in
-one window (:func:`one_adaptation_window`). ``stimulation.a_itbs`` (a cliff below ~1.45 and a
-plateau above) is sampled through its slice-grid transform (:class:`GridTransform`), an exact
-change of variables that turns the cliff and the plateau into a near-unit Gaussian where the
-slice matches the marginal. Its cost, effective sample sizes and R-hat on the library are in
+one window (:func:`one_adaptation_window`). A parameter whose Laplace the check refused (on
+earlier calibrations ``stimulation.a_itbs``: a cliff below ~1.45 and a plateau above) is sampled
+through its slice-grid transform (:class:`GridTransform`), an exact change of variables that turns
+such a cliff and plateau into a near-unit Gaussian where the slice matches the marginal. Its cost, effective sample sizes and R-hat on the library are in
 benchmarks/RESULTS.md; per-modality NUTS is ``pkpd.fit(name, method="nuts")``.
 
 Modules: ``_problem`` (:class:`JointProblem`), ``_store`` (:class:`Calibration`, :func:`load`,
