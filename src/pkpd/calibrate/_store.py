@@ -125,14 +125,10 @@ class Calibration:
     def _uncalibrated(self, model, used) -> list:
         """``(parameter, getter, transform, mean, sd)`` of every card parameter of ``model`` with a
         fittable prior that the calibration does not hold."""
-        held = set()
-        for key in self.keys:
-            card, base, sp = _split_key(key)
-            held.add((card, base, sp if sp is not None else None))
+        held = {_split_key(key) for key in self.keys}  # (card, name, species or None)
         out = []
         for p in used:
-            sp = model.species if (p.card, p.name, model.species) in held else None
-            if (p.card, p.name, sp) in held or (p.card, p.name, None) in held:
+            if (p.card, p.name, None) in held or (p.card, p.name, model.species) in held:
                 continue
             getter = params.where(model, p.name)
             if getter is None:
