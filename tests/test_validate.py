@@ -286,3 +286,58 @@ def test_linearised_variances_against_monte_carlo():
     mc = mc[np.isfinite(mc)]
     assert mc.size > 100
     assert 1 / 2.5 < v["v1"] / np.var(mc, ddof=1) < 2.5
+
+
+# --- PSIS-LOO (pkpd.validate.loo) ---------------------------------------------------------------
+
+
+class _FakeSetup:
+    """The attributes of a :class:`pkpd.validate.run.Setup` that the LOO functions read."""
+
+    def __init__(self, value, sd, study, n_studies, tau):
+        from types import SimpleNamespace
+
+        self.value, self.sd, self.study, self.tau = value, sd, study, tau
+        self.jp = SimpleNamespace(S=n_studies)
+
+
+def test_marginal_log_likelihood_matches_dense_quadrature():
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    from pkpd.validate.loo import marginal_log_likelihood
+    from pkpd.validate.predictive import study_effect_conditional
+
+    rng = np.random.default_rng(1)
+    study = np.array([0, 0, 1, 1, 1])
+    value = np.array([1.2, 1.1, 0.7, 0.8, 0.75])
+    sd = np.array([0.1, 0.2, 0.05, 0.1, 0.08])
+    pred = 1.0 + 0.1 * rng.standard_normal((3, 5))
+    setup = _FakeSetup(value, sd, study, 2, 0.3)
+    centre, scale = study_effect_conditional(pred, value, sd, study, 2, 0.3)
+    got = marginal_log_likelihood(setup, pred, centre, scale)
+    for d in range(3):
+        total = 0.0
+        for s in range(2):
+            r = study == s
+
+            def f(b, d=d, r=r):
+                return np.prod(norm.pdf(value[r], pred[d, r] * np.exp(b), sd[r])) * norm.pdf(b, 0.0, 0.3)
+
+            total += np.log(quad(f, -3.0, 3.0, points=[float(centre[d, s])], limit=200)[0])
+        assert got[d] == pytest.approx(total, abs=1e-6)
+
+
+def test_weighted_psis_loo_with_equal_weights_is_arviz_loo():
+    import arviz as az
+
+    from pkpd.validate.loo import _psis_loo_weighted
+
+    rng = np.random.default_rng(2)
+    ll = -0.5 * (rng.standard_normal((400, 1)) + rng.standard_normal((1, 12))) ** 2
+    ref = az.loo(
+        az.from_dict(posterior={"z": rng.standard_normal((1, 400))}, log_likelihood={"y": ll[None]}), pointwise=True
+    )
+    elpd_i, k = _psis_loo_weighted(ll, np.zeros(400))
+    assert np.allclose(elpd_i, np.asarray(ref.loo_i), atol=1e-10)
+    assert np.allclose(k, np.asarray(ref.pareto_k), atol=1e-10)

@@ -195,7 +195,7 @@ class Comparer:
         from .fit import PK_TARGET, FitError, _prior_z, _where
         from .modalities import build
 
-        _, used = build(modality, "human")
+        _, used = build(modality, "human", structure=self.cal.structure)
         base = self.cal.model(modality)
         map_z = dict(zip(self.cal.keys, self.cal.map_z))
         params = []

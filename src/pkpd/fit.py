@@ -25,10 +25,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cards, flipflop, params
+from . import cards, flipflop, params, structures
 from .modalities import build, get_modality
 from .observe import ClinicalLink, ErrorModel, ObservationSet, predict, prepare
 
+#: The rates and gains every clinical readout informs (with the structures' clinical and SSRI rates).
+CLINICAL_RATES = (
+    "g_spine",
+    "g_efficacy",
+    "k_clinical",
+    "k_consolidated",
+    "k_adapt",
+    "clinical_rate_ratio",
+    "k_transcription",
+)
 #: Which parameters each readout informs (filtered to those the model has).
 INFORMS: dict[str, tuple[str, ...]] = {
     "concentration": ("ka", "cl", "v", "v1", "v2", "q", "cl_m", "v_m", "fm"),
@@ -36,7 +46,7 @@ INFORMS: dict[str, tuple[str, ...]] = {
     # a readout informs the rates that shape its own time course and the gains that set its size;
     # the driver gains e_glu/e_mtor (psychedelic, ketamine) set how far their drive moves spines
     "spine_density": ("k_spine_form", "k_spine_elim", "k_protein", "spine_capacity", "e_glu", "e_mtor"),
-    "hippocampal_volume": ("g_vegf", "k_volume", "k_vegf", "g_neuro"),
+    "hippocampal_volume": ("g_vegf", "k_volume", "k_vegf", "g_neuro", "k_volume_transient"),
     "neurogenesis": ("e_neuro", "k_mature", "k_prolif"),
     "synaptic_efficacy": (
         "eta",
@@ -48,18 +58,12 @@ INFORMS: dict[str, tuple[str, ...]] = {
         "efficacy_min",
         "k_theta_up",
         "k_theta_down",
+        "w_theta_slow",
+        "k_theta_slow",
     ),
-    "response": ("g_spine", "g_efficacy", "k_clinical", "k_consolidated", "k_adapt", "clinical_spread"),
-    "remission": (
-        "g_spine",
-        "g_efficacy",
-        "k_clinical",
-        "k_consolidated",
-        "k_adapt",
-        "clinical_spread",
-        "remission_improvement",
-    ),
-    "clinical_score": ("g_spine", "g_efficacy", "k_clinical", "k_consolidated", "k_adapt"),
+    "response": CLINICAL_RATES + ("clinical_spread",),
+    "remission": CLINICAL_RATES + ("clinical_spread", "remission_improvement"),
+    "clinical_score": CLINICAL_RATES,
 }
 PK_TARGET = ("ka", "cl", "v", "v1", "v2", "q", "cl_m", "v_m", "fm", "f", "ec50", "ec50_m", "emax", "hill")
 CLINICAL = ("clinical_spread", "remission_improvement")
@@ -132,9 +136,18 @@ class Problem:
     """A modality, its data, the models per species, and the fitted parameter specifications."""
 
     def __init__(
-        self, modality: str, data=None, *, parameters=None, error: ErrorModel | None = None, solve: dict | None = None
+        self,
+        modality: str,
+        data=None,
+        *,
+        parameters=None,
+        error: ErrorModel | None = None,
+        solve: dict | None = None,
+        structure=None,
     ):
         get_modality(modality)
+        #: the candidate structures of the models (:mod:`pkpd.structures`)
+        self.structure = structures.resolve(structure)
         #: ODE solver settings of :meth:`predict`: :data:`FIT_SOLVE` with ``solve``'s overrides
         self.solve = solve_settings(solve)
         self.modality = modality
@@ -159,7 +172,7 @@ class Problem:
     def _model_for(self, species):
         """The card model of ``species`` (built once), recording the card parameters it runs on."""
         if species not in self.models:
-            self.models[species], used = build(self.modality, species)
+            self.models[species], used = build(self.modality, species, structure=self.structure)
             self.used[species] = {p.name: p for p in used}
         return self.models[species]
 

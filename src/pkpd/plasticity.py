@@ -30,6 +30,19 @@ session and u: its duty-weighted version that slides the BCM-like threshold thet
 without a session). sp is a smooth positive part (exactly 0 below 0). With all signals zero the baseline
 (every state 1, X = 0) is an exact fixed point.
 
+Alternative structures (:mod:`pkpd.structures`, chosen in ``models/structures.toml`` or by
+``pkpd.model(name, structure={...})``) change three of these equations and add a state each:
+
+- ``post_course = two_pool``: state ``volume_transient`` Ht (0 at baseline), the VEGF-fed part of
+  the volume, Ht' = g_vegf (V - 1) - k_volume_transient Ht, and H' gains
+  - (k_volume_transient - k_volume) Ht, so H stays the total volume and its VEGF part decays at
+  its own rate (k_volume_transient = k_volume is the one-pool model exactly);
+- ``tbs = two_threshold``: state ``threshold_slow`` theta_s (1 at baseline),
+  theta_s' = k_theta_up u (theta_max - theta_s) - k_theta_slow (theta_s - 1), and the BCM rule
+  compares a with theta + w_theta_slow (theta_s - 1) (w_theta_slow = 0: one threshold);
+- ``clinical = per_family``: X relaxes at k_clinical x ``clinical_rate_ratio`` of the modality
+  family (from its driver card; ketamine, the reference family, has none: ratio 1).
+
 Why these forms: indirect-response (turnover) models for BDNF, TrkB and mTOR (DESIGN.md:
 BDNF -> TrkB -> mTOR -> synapse formation); spine formation proportional to existing dendrite so
 that density stays positive, with slow elimination carrying persistence (Shao 2021: spines
@@ -44,12 +57,13 @@ values and their sources are in ``models/core.toml``.
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from . import structures
 from .model import Model, check_parameter
 
 CORE_STATES: tuple[str, ...] = (
@@ -110,6 +124,21 @@ CORE_PARAMETERS: tuple[str, ...] = (
     "g_spine",
     "g_efficacy",
 )
+#: Parameters of the alternative structures (:mod:`pkpd.structures`): set when the structure uses
+#: them, ``None`` otherwise. ``clinical_rate_ratio`` comes from the modality family's driver card.
+STRUCTURE_PARAMETERS: dict[str, tuple[str, str]] = {
+    "k_volume_transient": ("post_course", "two_pool"),
+    "w_theta_slow": ("tbs", "two_threshold"),
+    "k_theta_slow": ("tbs", "two_threshold"),
+    "clinical_rate_ratio": ("clinical", "per_family"),
+}
+#: States an alternative structure adds to the core (after :data:`CORE_STATES`), with their baselines.
+STRUCTURE_STATES: dict[tuple[str, str], tuple[str, float]] = {
+    ("post_course", "two_pool"): ("volume_transient", 0.0),
+    ("tbs", "two_threshold"): ("threshold_slow", 1.0),
+}
+#: The reference structure (every item at its first candidate): the equations in the table above.
+REFERENCE: structures.Structure = tuple(sorted((item, c[0]) for item, c in structures.IMPLEMENTED.items()))
 
 
 class Signals(NamedTuple):
@@ -164,8 +193,12 @@ class PlasticityCore(eqx.Module):
     k_clinical: float
     g_spine: float
     g_efficacy: float
-
-    state_names: ClassVar[tuple[str, ...]] = CORE_STATES
+    #: which candidate of each item (:mod:`pkpd.structures`) the equations use
+    structure: structures.Structure = eqx.field(static=True, default=REFERENCE)
+    k_volume_transient: float | None = None
+    w_theta_slow: float | None = None
+    k_theta_slow: float | None = None
+    clinical_rate_ratio: float | None = None
 
     def __check_init__(self):
         for name in CORE_PARAMETERS:
@@ -173,12 +206,33 @@ class PlasticityCore(eqx.Module):
             lo = 1.0 if name in ("spine_capacity", "efficacy_max") else 0.0
             hi = 1.0 if name == "efficacy_min" else None
             check_parameter("PlasticityCore", name, getattr(self, name), lo=lo, lo_open=not nonneg, hi=hi, hi_open=True)
+        structures.resolve(self.structure)
+        for name, (item, cand) in STRUCTURE_PARAMETERS.items():
+            used, value = structures.choice(self.structure, item) == cand, getattr(self, name)
+            if value is None:
+                if used and name != "clinical_rate_ratio":  # the reference family has no ratio (1)
+                    raise ValueError(f"PlasticityCore: structure {item}={cand} needs {name}")
+                continue
+            if not used:
+                raise ValueError(f"PlasticityCore: {name}={value!r} is set but structure {item} is not {cand}")
+            check_parameter("PlasticityCore", name, value, lo_open=name != "w_theta_slow")
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return CORE_STATES + tuple(st for key, (st, _) in STRUCTURE_STATES.items() if key in self.structure)
 
     def initial_state(self):
-        return jnp.ones(len(CORE_STATES)).at[CORE_STATES.index("clinical")].set(0.0)
+        base = jnp.ones(len(CORE_STATES)).at[CORE_STATES.index("clinical")].set(0.0)
+        extra = [b for key, (_, b) in STRUCTURE_STATES.items() if key in self.structure]
+        return jnp.concatenate([base, jnp.asarray(extra, dtype=base.dtype)])
+
+    def _has(self, item: str, candidate: str) -> bool:
+        return (item, candidate) in self.structure
 
     def vector_field(self, y, s: Signals):
+        """The core's derivatives (per hour) at state ``y`` with driver signals ``s``."""
         b, t, m, pr, sp, npro, i1, i2, v, h, e, c, th, x = (y[i] for i in range(len(CORE_STATES)))
+        extra = dict(zip(self.state_names[len(CORE_STATES) :], y[len(CORE_STATES) :], strict=True))
         db = self.k_bdnf * (1.0 + s.bdnf_drive + self.e_bc * smooth_positive(c - 1.0) - b)
         dt = self.k_trkb * (b * (1.0 + s.trkb_potentiation) - t)
         dm = self.k_mtor * (t**self.n_mtor * (1.0 + s.mtor_drive) - m)
@@ -193,9 +247,22 @@ class PlasticityCore(eqx.Module):
         di2 = self.k_mature * (i1 - i2)
         dv = self.k_vegf * (1.0 + s.vegf_drive - v)
         dh = self.k_volume * (1.0 - h) + self.g_vegf * (v - 1.0) + self.g_neuro * (i2 - 1.0)
+        d_extra = {}
+        if self._has("post_course", "two_pool"):
+            # H stays the total volume; its VEGF-fed part Ht decays at its own rate
+            ht = extra["volume_transient"]
+            d_extra["volume_transient"] = self.g_vegf * (v - 1.0) - self.k_volume_transient * ht
+            dh = dh - (self.k_volume_transient - self.k_volume) * ht
         a = s.activity
+        theta = th
+        if self._has("tbs", "two_threshold"):  # a slow threshold component adds to the fast one
+            ths = extra["threshold_slow"]
+            theta = th + self.w_theta_slow * (ths - 1.0)
+            d_extra["threshold_slow"] = self.k_theta_up * s.threshold_drive * (
+                self.theta_max - ths
+            ) - self.k_theta_slow * (ths - 1.0)
         # LTP (a > theta) saturates towards efficacy_max, LTD towards efficacy_min (soft bounds).
-        bcm = self.eta * a * (a - th)
+        bcm = self.eta * a * (a - theta)
         de = bcm * jnp.where(bcm > 0, self.efficacy_max - e, e - self.efficacy_min) - self.k_early * (e - 1.0)
         # Consolidation accumulates early changes (scaled by protein synthesis) with soft bounds at
         # the early efficacy's limits; without stimulation C decays to 1 at k_consolidated.
@@ -207,11 +274,14 @@ class PlasticityCore(eqx.Module):
         )
         dc = self.k_consolidate * pr * d * room_c - self.k_consolidated * (c - 1.0)
         dth = self.k_theta_up * s.threshold_drive * (self.theta_max - th) - self.k_theta_down * (th - 1.0)
-        dx = self.k_clinical * (self.g_spine * (sp - 1.0) + self.g_efficacy * (c - 1.0) - x)
-        return jnp.stack([db, dt, dm, dpr, dsp, dnp, di1, di2, dv, dh, de, dc, dth, dx])
+        k_x = self.k_clinical if self.clinical_rate_ratio is None else self.k_clinical * self.clinical_rate_ratio
+        dx = k_x * (self.g_spine * (sp - 1.0) + self.g_efficacy * (c - 1.0) - x)
+        core = [db, dt, dm, dpr, dsp, dnp, di1, di2, dv, dh, de, dc, dth, dx]
+        return jnp.stack(core + [d_extra[n] for n in self.state_names[len(CORE_STATES) :]])
 
     def readouts(self, ys) -> dict[str, jax.Array]:
-        g = lambda n: ys[..., CORE_STATES.index(n)]  # noqa: E731
+        names = self.state_names
+        g = lambda n: ys[..., names.index(n)]  # noqa: E731
         return {
             "bdnf": g("bdnf"),
             "trkb": g("trkb"),
@@ -242,7 +312,7 @@ class PlasticityModel(Model):
 
     @property
     def state_names(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(self.driver.state_names) + CORE_STATES
+        return tuple(self.driver.state_names) + self.core.state_names
 
     @property
     def dose_unit(self) -> str:  # type: ignore[override]
@@ -252,7 +322,8 @@ class PlasticityModel(Model):
     def units(self) -> dict[str, str]:  # type: ignore[override]
         return {
             **self.driver.units,
-            **{n: "relative to baseline" for n in CORE_READOUTS + CORE_STATES},
+            **{n: "relative to baseline" for n in CORE_READOUTS + self.core.state_names},
+            "volume_transient": "fraction of baseline volume (0 at baseline)",
             "clinical": "fraction of baseline score",
             "symptom_score": "relative to baseline",
         }

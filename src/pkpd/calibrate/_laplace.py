@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from .. import structures
 from ._grid import SLICE_GRID, grid_marginal
 from ._marginal import _HostLogLikelihood
 from ._problem import TAU_STUDY, JointProblem
@@ -32,8 +33,10 @@ def calibrate(
     progress: bool = True,
     error=None,
     check: bool = True,
+    structure=None,
 ) -> Calibration:
-    """The joint MAP and Laplace posterior over all (or the given) modalities' curated data.
+    """The joint MAP and Laplace posterior over all (or the given) modalities' curated data, with
+    the models in ``structure`` (candidate per item, :mod:`pkpd.structures`; default the cards').
 
     ``check`` (default): :func:`check_laplace` on the slices of the posterior with the study effects
     integrated out (``tau`` fixed); a parameter it refuses gets its draws from :func:`grid_marginal`
@@ -42,10 +45,10 @@ def calibrate(
     ``stimulation.a_itbs`` the hierarchical NUTS finds |r| < 0.2 with every other parameter).
     Costs two log-density evaluations per contracted parameter plus ``SLICE_GRID`` per refused one."""
     t0 = time.perf_counter()
-    jp = JointProblem(modalities, tau=tau, error=error, progress=progress)
+    jp = JointProblem(modalities, tau=tau, error=error, progress=progress, structure=structure)
     x, r, J, obj, converged, it = _joint_map(jp, max_iter, progress, t0)
     rng = np.random.default_rng(seed)
-    sd, draws_z, params = _laplace_draws(jp, x, J, draws, rng)
+    sd, draws_z, params, cov_z = _laplace_draws(jp, x, J, draws, rng)
     laplace_check = _check_and_grid(jp, x, sd, tau, draws_z, params, rng, progress) if check else None
     seconds = time.perf_counter() - t0
     refused = [k for k, r in (laplace_check or {}).get("parameters", {}).items() if r["refused"]]
@@ -53,6 +56,8 @@ def calibrate(
         method="joint MAP (Levenberg-Marquardt, block-assembled) + Laplace"
         + (f" (slice grid marginals for {', '.join(refused)})" if refused else ""),
         tau_study=tau,
+        structure=structures.describe(jp.structure),
+        laplace_cov_z=np.asarray(cov_z).tolist(),
         objective=obj,
         converged=bool(converged),
         iterations=it,
@@ -115,7 +120,8 @@ def _joint_map(jp: JointProblem, max_iter: int, progress: bool, t0: float):
 
 def _laplace_draws(jp: JointProblem, x, J, draws: int, rng):
     """Laplace at the MAP ``x``: sds of every coordinate (Gauss-Newton), ``draws`` draws of the
-    parameters (study effects marginalised) and the parameter table of the calibration."""
+    parameters (study effects marginalised), the parameter table of the calibration and the
+    parameters' Laplace covariance (fitted space)."""
     cov = np.linalg.inv(J.T @ J)
     cov = 0.5 * (cov + cov.T)
     K = jp.K
@@ -127,7 +133,7 @@ def _laplace_draws(jp: JointProblem, x, J, draws: int, rng):
         p = dict(jp.meta[key])
         p.update(map_z=float(x[i]), sd_z=float(sd[i]), sd_ratio=float(sd[i] / jp.sigma[i]), marginal="laplace")
         params.append(p)
-    return sd, draws_z, params
+    return sd, draws_z, params, cov[:K, :K]
 
 
 def _check_and_grid(jp: JointProblem, x, sd, tau: float, draws_z, params, rng, progress: bool) -> dict:

@@ -231,10 +231,10 @@ def nuts(
     """
     adapt = _check_nuts_arguments(study_effect_draws, start, adapt_mass)
     t0 = time.perf_counter()
-    jp = JointProblem(modalities, error=error, progress=progress, solve=solve)
+    cal = load() if init is None else init
+    jp = JointProblem(modalities, error=error, progress=progress, solve=solve, structure=cal.structure)
     metric, metric_info = _resolve_metric(metric, jp.keys + ["log_tau"])
     host = _HostLogLikelihood(jp)
-    cal = load() if init is None else init
     theta0, cov, start_info = nuts_start(jp, host, cal, start=start, progress=progress)
     n = len(theta0)
     grid_index, grid_maps = _grid_parameters(jp, cal) if grid_marginals else ([], [])

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import structures
 from ..fit import FitError, Problem
 from ..modalities import modalities as all_modalities
 
@@ -40,10 +41,18 @@ def _split_key(key: str) -> tuple[str, str, str | None]:
 class JointProblem:
     """Every modality's :class:`pkpd.fit.Problem`, with parameters pooled by card key and one
     random effect per study arm. ``solve``: per modality, overrides of the fit's ODE solver
-    settings (:func:`pkpd.fit.solve_settings`; e.g. :data:`pkpd.calibrate.NUTS_SOLVE`)."""
+    settings (:func:`pkpd.fit.solve_settings`; e.g. :data:`pkpd.calibrate.NUTS_SOLVE`);
+    ``structure``: the candidate structures of every model (:mod:`pkpd.structures`)."""
 
     def __init__(
-        self, modalities=None, *, tau: float = TAU_STUDY, error=None, progress: bool = True, solve: dict | None = None
+        self,
+        modalities=None,
+        *,
+        tau: float = TAU_STUDY,
+        error=None,
+        progress: bool = True,
+        solve: dict | None = None,
+        structure=None,
     ):
         if not (np.isfinite(tau) and tau > 0):
             raise ValueError(f"tau={tau!r} must be a positive finite number (between-study sd of log effects)")
@@ -52,6 +61,7 @@ class JointProblem:
         if unknown:
             raise ValueError(f"solve: unknown modalities {unknown}; valid: {all_modalities()}")
         self.tau = float(tau)
+        self.structure = structures.resolve(structure)
         self.problems: dict[str, Problem] = {}
         self.skipped: dict[str, str] = {}
         for m in modalities or all_modalities():
@@ -71,7 +81,7 @@ class JointProblem:
     def _add_modality(self, m: str, error, solve: dict | None, progress: bool) -> None:
         """The fit problem of modality ``m``, or the reason it is skipped (no usable data)."""
         try:
-            self.problems[m] = Problem(m, error=error, solve=solve)
+            self.problems[m] = Problem(m, error=error, solve=solve, structure=self.structure)
         except FitError as e:
             self.skipped[m] = str(e)
         if progress:

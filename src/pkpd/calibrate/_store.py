@@ -13,7 +13,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from .. import params
+from .. import params, structures
 from .._paths import models_dir
 from ..modalities import build, get_modality
 from ._problem import _split_key
@@ -43,6 +43,12 @@ class Calibration:
     @property
     def keys(self) -> list[str]:
         return [p["key"] for p in self.parameters]
+
+    @property
+    def structure(self) -> structures.Structure:
+        """The candidate structures the calibration was made with (the cards' defaults when the
+        file does not say)."""
+        return structures.resolve(self.info.get("structure"))
 
     def summary(self):
         """One row per calibrated parameter: MAP, 90 % interval (natural units), prior median,
@@ -108,7 +114,7 @@ class Calibration:
         row, so every modality sharing a parameter sees the same value on the same draw."""
         if uncalibrated not in UNCALIBRATED:
             raise ValueError(f"uncalibrated={uncalibrated!r} is not known; valid: {list(UNCALIBRATED)}")
-        base, used = build(modality, species)
+        base, used = build(modality, species, structure=self.structure)
         setters = self._setters(base, used)
         rows = np.arange(len(self.draws_z))
         if n is not None:
@@ -153,7 +159,7 @@ class Calibration:
 
     def model(self, modality: str, *, species: str = "human"):
         """The model of ``modality`` at the joint MAP."""
-        base, used = build(modality, species)
+        base, used = build(modality, species, structure=self.structure)
         return self._apply(base, self._setters(base, used), self.map_z)
 
     @staticmethod
@@ -199,11 +205,12 @@ def load(path=None) -> Calibration:
     return Calibration.from_dict(d)
 
 
-def model(name: str, species: str = "human", *, calibrated: bool = False, **overrides):
+def model(name: str, species: str = "human", *, calibrated: bool = False, structure=None, **overrides):
     """The model of modality ``name`` for ``species`` (human, mouse, rat) with model-card values,
     or with ``calibrated=True`` at the MAP of the shipped joint calibration (parameters no data
     informed keep their card values; posterior draws: ``pkpd.calibrate.load().models(name, n)``).
-    This is ``pkpd.model``; ``overrides`` replace card values by parameter name
+    This is ``pkpd.model``; ``structure`` picks candidate structures (:mod:`pkpd.structures`; a
+    calibrated model has its calibration's), ``overrides`` replace card values by parameter name
     (:func:`pkpd.modalities.build`).
 
     >>> m = pkpd.model("psilocybin", species="human")
@@ -212,5 +219,11 @@ def model(name: str, species: str = "human", *, calibrated: bool = False, **over
         if overrides:
             raise ValueError(f"calibrated=True takes no parameter overrides (got {sorted(overrides)})")
         get_modality(name)
-        return load().model(name, species=species)
-    return build(name, species, **overrides)[0]
+        cal = load()
+        if structure is not None and structures.resolve(structure) != cal.structure:
+            raise ValueError(
+                f"structure={structure!r}: the shipped calibration was made with {structures.describe(cal.structure)}; "
+                "calibrate another structure with pkpd.calibrate.calibrate(structure=...)"
+            )
+        return cal.model(name, species=species)
+    return build(name, species, structure=structure, **overrides)[0]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import cards
+from .. import cards, structures
 from ..pk import OneCompartment, ParentMetabolite, TwoCompartment
-from ..plasticity import CORE_PARAMETERS, PlasticityCore, PlasticityModel
+from ..plasticity import CORE_PARAMETERS, STRUCTURE_PARAMETERS, PlasticityCore, PlasticityModel
 from ._driver import Driver, DrugDriver, hill_occupancy
 from .ketamine import KetamineDriver
 from .psychedelic import PsychedelicDriver
@@ -119,11 +119,27 @@ def _take(card, name, species, used, overrides=None):
     return par.value
 
 
-def build(name: str, species: str = "human", **overrides):
+def _structure_parameters(structure, family, core_card, driver_card, species, used, overrides):
+    """Values of the parameters the structure's candidates add: core ones (:data:`STRUCTURE_PARAMETERS`)
+    and the SSRI driver's ``k_transcription``; each from the card the structure names for it."""
+    wanted = {name for card, name in structures.parameters(structure) if card in ("core", family)}
+    take = lambda card, n: _take(card, n, species, used, overrides) if n in wanted else None  # noqa: E731
+    core = {n: take(driver_card if n == "clinical_rate_ratio" else core_card, n) for n in STRUCTURE_PARAMETERS}
+    driver = {}
+    if family == "ssri":
+        two = structures.choice(structure, "ssri") == "two_stage"
+        driver = dict(two_stage=two, k_transcription=take(driver_card, "k_transcription"))
+    return core, driver
+
+
+def build(name: str, species: str = "human", *, structure=None, **overrides):
     """Build a modality's model and the list of :class:`pkpd.cards.Parameter` it runs on.
 
-    ``overrides``: parameter values replacing the cards' (core, driver or drug parameters by name).
+    ``structure``: candidate per item (``{"ssri": "two_stage"}``; :mod:`pkpd.structures`), missing
+    items at the card defaults. ``overrides``: parameter values replacing the cards' (core, driver
+    or drug parameters by name).
     """
+    structure = structures.resolve(structure)
     mod = get_modality(name)
     if species not in cards.SPECIES:
         raise ValueError(f"species={species!r} is not known; valid: {list(cards.SPECIES)}")
@@ -134,8 +150,16 @@ def build(name: str, species: str = "human", **overrides):
     drug_card = cards.load("drug", mod.drug) if mod.drug else None
     if drug_card is not None and species not in drug_card.species():
         raise ValueError(f"no {species} parameters for {name}: its card has {list(drug_card.species())}")
-    core = PlasticityCore(**{n: _take(core_card, n, species, used, overrides) for n in CORE_PARAMETERS})
+    extra_core, extra_driver = _structure_parameters(
+        structure, mod.family, core_card, driver_card, species, used, overrides
+    )
+    core = PlasticityCore(
+        **{n: _take(core_card, n, species, used, overrides) for n in CORE_PARAMETERS},
+        structure=structure,
+        **extra_core,
+    )
     fields = {n: _take(driver_card, n, species, used, overrides) for n in _DRIVER_FIELDS[mod.family]}
+    fields.update(extra_driver)
     if drug_card is not None:
         for n in ("ka", "cl", "v", "f", "lag", "fm", "cl_m", "v_m", "v1", "q", "v2"):
             if n in overrides:
@@ -156,6 +180,7 @@ def build(name: str, species: str = "human", **overrides):
     if overrides:
         valid = sorted(
             CORE_PARAMETERS
+            + tuple(n for _, n in structures.parameters(structure))
             + _DRIVER_FIELDS[mod.family]
             + (("ec50", "emax", "hill") + (("ec50_m",) if mod.family == "ssri" else ()) if mod.drug else ())
         )
@@ -163,21 +188,22 @@ def build(name: str, species: str = "human", **overrides):
     return PlasticityModel(driver=driver, core=core, modality=name, species=species), used
 
 
-def model(name: str, species: str = "human", **overrides) -> PlasticityModel:
+def model(name: str, species: str = "human", *, structure=None, **overrides) -> PlasticityModel:
     """The model of modality ``name`` for ``species`` (human, mouse, rat) with model-card values;
-    ``overrides`` replace card values by parameter name (:func:`build`). The calibrated model is
-    ``pkpd.model(name, calibrated=True)`` (:func:`pkpd.calibrate.model`).
+    ``structure`` picks candidate structures (:mod:`pkpd.structures`), ``overrides`` replace card
+    values by parameter name (:func:`build`). The calibrated model is ``pkpd.model(name,
+    calibrated=True)`` (:func:`pkpd.calibrate.model`).
 
     >>> m = pkpd.modalities.model("psilocybin", species="human")
     """
-    return build(name, species, **overrides)[0]
+    return build(name, species, structure=structure, **overrides)[0]
 
 
-def parameters(name: str, species: str = "human"):
+def parameters(name: str, species: str = "human", *, structure=None):
     """A pandas DataFrame of every parameter the model runs on: value, unit, status, prior, source."""
     import pandas as pd
 
-    _, used = build(name, species)
+    _, used = build(name, species, structure=structure)
     return pd.DataFrame(
         [
             dict(
@@ -204,10 +230,10 @@ def citation(model_or_name, species: str | None = None) -> str:
     """The sources of every value a model runs on, grouped by reference, with DOI/PMCID/PMID;
     then the parameters that are assumed."""
     if isinstance(model_or_name, PlasticityModel):
-        name, species = model_or_name.modality, model_or_name.species
+        name, species, structure = model_or_name.modality, model_or_name.species, model_or_name.core.structure
     else:
-        name, species = model_or_name, species or "human"
-    _, used = build(name, species)
+        name, species, structure = model_or_name, species or "human", None
+    _, used = build(name, species, structure=structure)
     by_ref: dict[tuple, list] = {}
     assumed = []
     for p in used:

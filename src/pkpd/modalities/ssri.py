@@ -5,8 +5,7 @@ direct TrkB binding (Casarotto 2021)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
+import equinox as eqx
 import jax.numpy as jnp
 
 from ..model import check_parameter
@@ -16,6 +15,10 @@ from ._driver import DrugDriver
 
 class SSRIDriver(DrugDriver):
     """State ``adaptation`` A: A' = k_adapt (occupancy - A) (fraction, 0 at baseline).
+
+    With ``two_stage`` (structure ``ssri = two_stage``, :mod:`pkpd.structures`) a transcriptional
+    stage follows: A2' = k_transcription (A - A2), and A2 instead of A drives BDNF and neurogenesis;
+    as k_transcription grows, A2 -> A (the one-stage driver).
 
     Occupancy combines parent and (if the PK has one) metabolite as competitive ligands:
     x = C/ec50 + Cm/ec50_m; occupancy = emax x^h / (1 + x^h).
@@ -28,12 +31,20 @@ class SSRIDriver(DrugDriver):
     p_trkb: float = 0.0
     kd_trkb: float = 1.0
     ec50_m: float = 1.0
+    k_transcription: float | None = None
+    two_stage: bool = eqx.field(static=True, default=False)
 
-    extra_states: ClassVar[tuple[str, ...]] = ("adaptation",)
+    @property
+    def extra_states(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("adaptation", "transcription") if self.two_stage else ("adaptation",)
 
     def __check_init__(self):
         super().__check_init__()
         check_parameter("SSRIDriver", "k_adapt", self.k_adapt)
+        if self.two_stage:
+            check_parameter("SSRIDriver", "k_transcription", self.k_transcription)
+        elif self.k_transcription is not None:
+            raise ValueError(f"SSRIDriver: k_transcription={self.k_transcription!r} is set but two_stage is False")
         for name in ("e_bdnf", "e_neuro", "p_trkb"):
             check_parameter("SSRIDriver", name, getattr(self, name), lo_open=False)
         check_parameter("SSRIDriver", "kd_trkb", self.kd_trkb)
@@ -41,7 +52,7 @@ class SSRIDriver(DrugDriver):
 
     @property
     def units(self):  # type: ignore[override]
-        return {**super().units, "adaptation": "fraction (0 at baseline)"}
+        return {**super().units, "adaptation": "fraction (0 at baseline)", "transcription": "fraction (0 at baseline)"}
 
     def _total(self, yp):
         out = self.pk.outputs(yp)
@@ -55,11 +66,14 @@ class SSRIDriver(DrugDriver):
         return self.emax * x / (1.0 + x)
 
     def extra_field(self, yp, ye, session):
-        return self.k_adapt * (self.occupancy(yp) - ye)
+        da = self.k_adapt * (self.occupancy(yp) - ye[..., :1])
+        if not self.two_stage:
+            return da
+        return jnp.concatenate([da, self.k_transcription * (ye[..., :1] - ye[..., 1:])], axis=-1)
 
     def signals(self, y, session):
         yp, ye = self._split(y)
-        a = ye[..., 0]
+        a = ye[..., -1]  # the last stage drives the core
         c, cm = self._total(yp)
         ct = c + cm
         return Signals(
@@ -70,4 +84,7 @@ class SSRIDriver(DrugDriver):
 
     def outputs(self, ys):
         yp, ye = self._split(ys)
-        return {**super().outputs(ys), "adaptation": ye[..., 0]}
+        out = {**super().outputs(ys), "adaptation": ye[..., 0]}
+        if self.two_stage:
+            out["transcription"] = ye[..., 1]
+        return out

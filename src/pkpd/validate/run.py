@@ -43,7 +43,7 @@ class Setup:
 
         self.cal = cal
         self.tau = float(cal.info.get("tau_study", 0.3))
-        self.jp = jp = JointProblem(modalities, tau=self.tau, progress=progress)
+        self.jp = jp = JointProblem(modalities, tau=self.tau, progress=progress, structure=cal.structure)
         missing = [k for k in jp.keys if k not in cal.keys]
         if missing:
             raise ValueError(
@@ -174,18 +174,31 @@ def _fold_draws(setup: Setup, fit, held_modalities, n: int, rng) -> np.ndarray:
     return Z
 
 
-def leave_one_paper_out(setup: Setup, *, folds: int | None = None, n_draws: int = 100, seed: int = 0, progress=True):
+def leave_one_paper_out(
+    setup: Setup,
+    *,
+    folds: int | None = None,
+    n_draws: int = 100,
+    seed: int = 0,
+    progress=True,
+    papers=None,
+):
     """Each fold of papers left out, the calibration refitted without it (:func:`refit`, warm
     start at the shipped MAP), its rows predicted from the fold's posterior, a new study's effect
-    ``Normal(0, tau)`` for each left-out study, and the observation noise. Returns the row table
-    (with ``fold``) and one record per fold (papers, rows, refit iterations, seconds)."""
+    ``Normal(0, tau)`` for each left-out study, and the observation noise. ``papers``: leave out
+    only these papers (default every paper), dealt into ``folds`` as :func:`make_folds` does.
+    Returns the row table (with ``fold``) and one record per fold (papers, rows, refit
+    iterations, seconds)."""
     import pandas as pd
 
     jp = setup.jp
     rng = np.random.default_rng(seed)
     b0 = [setup.cal.info.get("study_effects", {}).get(s, {}).get("b", 0.0) for s in jp.studies]
     x0 = np.concatenate([setup.map_z, b0])
-    plan = make_folds(setup.rows, folds)
+    rows = setup.rows if papers is None else setup.rows[setup.rows["paper"].isin(list(papers))]
+    if not len(rows):
+        raise ValueError(f"papers={papers!r}: none of them has a usable row")
+    plan = make_folds(rows, folds)
     bar = _progress(len(plan), f"leave-one-paper-out, {len(plan)} folds", progress)
     tables, records = [], []
     for f, papers in enumerate(plan):
