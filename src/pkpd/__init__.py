@@ -16,6 +16,7 @@ from . import (
     pk as pk,
     plot as plot,
     population as population,
+    structures as structures,
     timescales as timescales,
 )
 from .calibrate import model as model
