@@ -143,6 +143,7 @@ def test_library_likelihood_is_invariant_under_the_swap(drug):
         assert np.isfinite(ll) and ll_m == pytest.approx(ll, abs=1e-6 * max(1.0, abs(ll)))
 
 
+@pytest.mark.slow  # NUTS runs: 25-50 s each on 2 cores (python -m pytest -m slow)
 def test_hierarchical_nuts_reports_psilocybin_folded(shipped):
     """The joint NUTS symmetrises psilocybin's prior and reports ka >= ke; theta stays unfolded."""
     idata = calibrate.nuts(
@@ -168,6 +169,7 @@ def test_hierarchical_nuts_reports_psilocybin_folded(shipped):
     assert share == [pytest.approx(np.mean(flipflop.log_ratio(theta, t) < 0))]
 
 
+@pytest.mark.slow  # NUTS runs: 25-50 s each on 2 cores (python -m pytest -m slow)
 def test_per_modality_nuts_reports_ka_ge_ke_and_symmetrises_the_prior():
     """pkpd.fit(..., method="nuts") on psilocybin's curated plasma rows (cmax, half-life, tmax)
     with ka, cl and v free: named draws satisfy ka >= cl / v, and equal the folded z_ sites."""

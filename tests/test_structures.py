@@ -68,6 +68,7 @@ def test_structure_adds_its_states_and_parameters_only_where_chosen():
         type(ect.core)(**{**fields, "structure": structures.resolve({"post_course": "one_pool", "clinical": "shared"})})
 
 
+@pytest.mark.slow  # three models' compiles, ~20 s (python -m pytest -m slow)
 def test_baseline_stays_a_fixed_point_in_every_alternative():
     alt = {item: c[1] for item, c in structures.IMPLEMENTED.items()}
     for name in ("fluoxetine", "itbs", "ect"):
