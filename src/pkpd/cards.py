@@ -118,9 +118,11 @@ def load_card(path: str | Path) -> Card:
             raw = tomllib.load(fh)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path}: not valid TOML ({e})") from None
-    kinds = [k for k in ("drug", "driver", "core") if k in raw]
+    kinds = [k for k in ("drug", "driver", "core", "window") if k in raw]
     if len(kinds) != 1:
-        raise ValueError(f"{path}: a card needs exactly one header table [drug], [driver] or [core]; found {kinds}")
+        raise ValueError(
+            f"{path}: a card needs exactly one header table [drug], [driver], [core] or [window]; found {kinds}"
+        )
     kind = kinds[0]
     params: dict[str, dict[str, Parameter]] = {}
     for pname, table in raw.get("parameters", {}).items():
@@ -175,7 +177,7 @@ def load_card(path: str | Path) -> Card:
 
 
 def card_path(kind: str, name: str) -> Path:
-    folders = {"drug": "drugs", "driver": "drivers", "core": "."}
+    folders = {"drug": "drugs", "driver": "drivers", "core": ".", "window": "."}
     if kind not in folders:
         raise KeyError(f"card kind={kind!r} is not known; valid: {list(folders)}")
     folder = folders[kind]

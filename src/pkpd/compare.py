@@ -74,6 +74,7 @@ class _Run:
     changes: dict  # readout -> (draws, times) change from baseline
     ok: np.ndarray  # (draws,) solver succeeded
     input_half: object  # callable() -> (draws,) or (1,) schedule/PK clock (h)
+    end_time: float = 0.0  # end of the treatment (h): windows' durations count from it
 
 
 class Comparer:
@@ -129,10 +130,11 @@ class Comparer:
         tr = self._population(self.models(modality), sched)
         ok = np.asarray(tr.status) == 0
         changes = {r: np.asarray(tr[out]) - 1.0 for r, out in READOUTS.items()}
+        changes["protein"] = np.asarray(tr["protein"]) - 1.0  # the spine_formation window signal
         for r in changes:
             changes[r][~ok] = np.nan
         input_half = self._input_half(tr, sched)
-        self._runs[key] = _Run(changes, ok, input_half)
+        self._runs[key] = _Run(changes, ok, input_half, sched.end_time)
         if self.progress:
             print(
                 f"[pkpd compare] {modality} {key[1]}: {ok.sum()}/{ok.size} draws ok, {time.perf_counter() - t0:.1f} s",
@@ -140,6 +142,23 @@ class Comparer:
                 flush=True,
             )
         return self._runs[key]
+
+    # ---- plasticity windows ---------------------------------------------------------------
+    def window_params(self, *, prior: bool = False) -> list:
+        """One window parameter set per posterior draw: Laplace draws of the shipped window fit
+        (``prior``: from the window card's priors), in draw order."""
+        key = ("window_params", prior)
+        if key not in self._runs:
+            from .windows import load
+
+            if "window_fit" not in self._runs:
+                self._runs["window_fit"] = load()
+            self._runs[key] = self._runs["window_fit"].draws(self.draws, seed=self.seed + 1, prior=prior)
+        return self._runs[key]
+
+    def window_signal(self) -> str:
+        """The core state (a key of a run's ``changes``) that drives the chosen window candidate."""
+        return self.window_params()[0].signal
 
     def _input_half(self, tr, sched):
         """Schedule/PK clock of every draw (:func:`pkpd.timescales.input_half_time`)."""
@@ -457,6 +476,84 @@ def evaluate_claim(claim: dict, comparer: Comparer) -> dict:
     )
 
 
+def _window_values(claim: dict, comparer: Comparer, modality: str, *, prior: bool = False) -> np.ndarray:
+    from .windows._claims import openness_draws, window_metric
+
+    opts = {k: v for k, v in (claim.get("protocol") or {}).items() if not k.startswith("training_")}
+    run = comparer.run(modality, opts)
+    plist = comparer.window_params(prior=prior)
+    w = openness_draws(comparer.times, run.changes[comparer.window_signal()], plist)
+    w[~run.ok] = np.nan
+    return window_metric(claim, comparer.times, w, plist, run.end_time)
+
+
+def evaluate_window_claim(claim: dict, comparer: Comparer) -> dict:
+    """Probability, verdict and data share of a window claim (:mod:`pkpd.windows._claims`)."""
+    mods = claim["modalities"]
+    post = {m: _window_values(claim, comparer, m) for m in mods + list(claim.get("than", []))}
+    ok = np.ones(comparer.draws, dtype=bool)
+    for m in mods:
+        with np.errstate(invalid="ignore"):
+            if "than" in claim:
+                for other in claim["than"]:
+                    ok &= (post[m] > post[other]) & np.isfinite(post[m]) & np.isfinite(post[other])
+            else:
+                ok &= _holds(claim, post[m])
+    prob = float(np.mean(ok))
+    shares, variances = [], {}
+    for m in mods:
+        prior = _window_values(claim, comparer, m, prior=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lp, lq = np.log(post[m]), np.log(prior)
+        v2 = float(np.var(lp[np.isfinite(lp)], ddof=1)) if np.isfinite(lp).sum() > 1 else float("nan")
+        v0 = float(np.var(lq[np.isfinite(lq)], ddof=1)) if np.isfinite(lq).sum() > 1 else float("nan")
+        shares.append(float(np.clip(1.0 - v2 / v0, 0.0, 1.0)) if v0 > 0 and np.isfinite(v2) else 0.0)
+        variances[m] = dict(v0=v0, v2=v2)
+    ds = float(np.mean(shares))
+    return dict(
+        id=claim["id"],
+        text=claim["text"],
+        probability=prob,
+        verdict=_verdict(prob),
+        data_share=ds,
+        sourced_share=0.0,
+        fitted_share=ds,
+        assumed_share=0.0,
+        residual_share=1.0 - ds,
+        variances=variances,
+        prior_driven_by=[],
+        metric=claim["metric"],
+        readout="window",
+        per_modality={m: ts.summarise(v) for m, v in post.items()},
+        required=bool(claim.get("required", False)),
+    )
+
+
+def window_summary(comparer: Comparer, name: str) -> dict:
+    """The window of ``name``'s standard protocol on the draws: median and 90 % interval of the
+    time it opens (h after the first dose or session), of its duration (h from the end of the
+    treatment to closing), of the total time open (h) and of the peak openness; the fraction of
+    draws on which it opens."""
+    from .windows._claims import openness_draws
+
+    run = comparer.run(name, {})
+    plist = comparer.window_params()
+    w = openness_draws(comparer.times, run.changes[comparer.window_signal()], plist)
+    w[~run.ok] = np.nan
+    from .windows import window_interval
+
+    opens, closes, total = window_interval(comparer.times, w)
+    return dict(
+        modality=name,
+        candidate=plist[0].candidate,
+        opens_h=ts.summarise(opens),
+        duration_h=ts.summarise(closes - run.end_time),
+        open_h=ts.summarise(total),
+        peak_openness=ts.summarise(np.nanmax(w, axis=1)),
+        p_opens=float(np.mean(np.isfinite(opens))),
+    )
+
+
 def counterfactual_schedules() -> list[tuple[str, str, dict | None, object]]:
     """(modality, description, protocol options or None, explicit schedule or None)."""
     from .schedule import Schedule
@@ -498,6 +595,7 @@ class Comparison:
     curves: dict = field(repr=False)
     times: np.ndarray = field(repr=False)
     info: dict = field(default_factory=dict)
+    windows: list = field(default_factory=list)  # plasticity window per modality (window_summary)
     seconds: float = 0.0  # wall time (not in the JSON, which is reproducible run to run)
     _comparer: object = field(default=None, init=False, repr=False, compare=False)  # for envelopes()
     _envelopes: dict | None = field(default=None, init=False, repr=False, compare=False)
@@ -508,6 +606,7 @@ class Comparison:
             claims=self.claims,
             counterfactuals=self.counterfactuals,
             decomposition=self.decomposition,
+            windows=self.windows,
             info=self.info,
         )
 
@@ -538,6 +637,14 @@ class Comparison:
         lines += ["", f"{'counterfactual (spine density T50)':<75} {'T50':>20}"]
         for c in self.counterfactuals:
             lines.append(f"{c['modality'] + ': ' + c['schedule']:<75} {fmt(c['t50_h'])}")
+        lines += [
+            "",
+            f"{'plasticity window':<20} {'opens':>20} {'closes after end':>20} {'open in total':>20} {'P(opens)':>9}",
+        ]
+        for wd in self.windows:
+            lines.append(
+                f"{wd['modality']:<20} {fmt(wd['opens_h'])} {fmt(wd['duration_h'])} {fmt(wd['open_h'])} {wd['p_opens']:9.2f}"
+            )
         lines += ["", f"{'schedule vs biology (spine density)':<20} {'T50':>20} {'schedule/PK':>20} {'biology':>20}"]
         for d in self.decomposition:
             lines.append(f"{d['modality']:<20} {fmt(d['t50_h'])} {fmt(d['schedule_pk_h'])} {fmt(d['biology_h'])}")
@@ -763,7 +870,8 @@ def compare(
         row, curves[name], parts = _modality_summary(cmp, name)
         rows.append(row)
         decomposition.append(parts)
-    evaluated = [evaluate_claim(c, cmp) for c in claim_list]
+    evaluated = [(evaluate_window_claim if c["readout"] == "window" else evaluate_claim)(c, cmp) for c in claim_list]
+    windows = [window_summary(cmp, name) for name in names]
     if counterfactuals is None:  # the standard set, for the modalities asked for
         counterfactuals = [c for c in counterfactual_schedules() if c[0] in names]
     cf_results = [_counterfactual(cmp, *cf) for cf in counterfactuals]
@@ -787,6 +895,7 @@ def compare(
         claims=evaluated,
         counterfactuals=cf_results,
         decomposition=decomposition,
+        windows=windows,
         curves=curves,
         times=t,
         info=info,

@@ -73,7 +73,11 @@ READOUTS = (
     "response",
     "remission",
     "subjective_effect",
+    "plasticity_window",
+    "learning",
 )
+#: Readouts of the second-stage window fit (:mod:`pkpd.windows`), not of the core calibration.
+WINDOW_READOUTS = ("plasticity_window", "learning")
 STATISTICS = (
     "mean",
     "median",
@@ -90,6 +94,9 @@ STATISTICS = (
     "effect_size",
     "ec50",
     "occupancy_percent",
+    "duration",
+    "window_open",
+    "ratio",
 )
 DISPERSION_TYPES = ("se", "sd", "ci95_low_high", "range", "iqr")
 EXTRACTIONS = ("text", "table", "secondary", "figure")

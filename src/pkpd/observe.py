@@ -269,6 +269,8 @@ def _spec(row, schedule: Schedule) -> dict:
         "bdnf_serum": "the model has no peripheral (serum) BDNF compartment; central BDNF is not calibrated "
         "on serum (Brunoni 2015: no serum rise after rTMS)",
         "subjective_effect": "subjective effects are not a model readout",
+        "plasticity_window": "window rows are fitted by the second-stage window fit (pkpd.windows), not by the core",
+        "learning": "combination rows are fitted by the second-stage window fit (pkpd.windows), not by the core",
     }
     modelled = ["concentration", "occupancy", *CHANGE_READOUTS, "response", "remission"]
     if stat == "effect_size":

@@ -22,10 +22,19 @@ Sources of the standard settings (stated in the papers' text):
 - accelerated iTBS (SAINT): 1800 pulses a session, 10 sessions a day 50 min apart, 5 days
   (Cole 2020)
 - ECT: 3 sessions a week, up to 12 sessions (option 2 a week); MST likewise
+
+Combination protocols (:data:`COMBINATIONS`, e.g. ``pkpd.protocol("psilocybin+therapy")``) are a
+standard treatment protocol plus training or therapy sessions (:meth:`Schedule.training_course`):
+``training_delay_h`` (first session, h after the first dose or device session),
+``training_sessions``, ``training_interval_h`` (between session starts) and
+``training_duration_h``; every other option goes to the treatment protocol. Their default
+training patterns are typical of the combination trials named in each description, not
+measurements: the delay and spacing are what :func:`pkpd.optimise_schedule` varies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -274,15 +283,91 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+@dataclass(frozen=True)
+class Combination:
+    """A treatment protocol plus a course of training sessions (see the module docstring)."""
+
+    name: str
+    treatment: str
+    description: str
+    training_delay_h: float
+    training_sessions: int
+    training_interval_h: float
+    training_duration_h: float = 1.0
+
+    def build(self, **options) -> Schedule:
+        training = {k: options.pop(k) for k in TRAINING_OPTIONS if k in options}
+        t = {k: training.get(k, getattr(self, k)) for k in TRAINING_OPTIONS}
+        course = Schedule.training_course(
+            _whole("training_sessions", t["training_sessions"]),
+            first_at=check_finite("training_delay_h", t["training_delay_h"], lo=0.0),
+            interval=check_finite("training_interval_h", t["training_interval_h"], lo=0.0),
+            duration=check_finite("training_duration_h", t["training_duration_h"], lo=0.0, lo_open=True),
+        )
+        treatment = protocol(self.treatment, **options)
+        return dataclasses.replace(treatment + course, label=f"{self.name} ({treatment.label})")
+
+
+#: Options of a combination protocol that set its training course.
+TRAINING_OPTIONS = ("training_delay_h", "training_sessions", "training_interval_h", "training_duration_h")
+
+#: Named combination regimens (treatment + training); see the module docstring.
+COMBINATIONS: dict[str, Combination] = {
+    c.name: c
+    for c in [
+        Combination(
+            "psilocybin+therapy",
+            "psilocybin",
+            "psilocybin 25 mg once + 3 one-hour therapy sessions, the first 24 h after dosing, then weekly "
+            "(integration sessions as in psilocybin trials with psychological support)",
+            24.0,
+            3,
+            168.0,
+        ),
+        Combination(
+            "ketamine+cbt",
+            "ketamine",
+            "ketamine 0.5 mg/kg IV once + 8 weekly one-hour CBT sessions, the first 24 h after the infusion",
+            24.0,
+            8,
+            168.0,
+        ),
+        Combination(
+            "itbs+training",
+            "itbs",
+            "iTBS standard course (30 sessions, 5/week, 6 weeks) + 42 daily one-hour training sessions "
+            "starting 1 h after the first iTBS session",
+            1.0,
+            42,
+            24.0,
+        ),
+        Combination(
+            "fluoxetine+training",
+            "fluoxetine",
+            "fluoxetine 20 mg daily for 12 weeks + 84 daily one-hour training sessions from day 1 "
+            "(rehabilitation on an SSRI)",
+            2.0,
+            84,
+            24.0,
+        ),
+    ]
+}
+
+
 def protocols() -> dict[str, str]:
-    """Protocol names with a one-line description."""
-    return {name: p.description for name, p in PROTOCOLS.items()}
+    """Protocol names with a one-line description (standard protocols, then combinations)."""
+    return {
+        **{name: p.description for name, p in PROTOCOLS.items()},
+        **{n: c.description for n, c in COMBINATIONS.items()},
+    }
 
 
 def protocol(name: str, **options) -> Schedule:
-    """Build a standard protocol's schedule; see the module docstring for the options."""
+    """Build a standard or combination protocol's schedule; see the module docstring for the options."""
+    if isinstance(name, str) and name in COMBINATIONS:
+        return COMBINATIONS[name].build(**options)
     if not isinstance(name, str) or name not in PROTOCOLS:
-        raise KeyError(f"unknown protocol {name!r}; valid: {list(PROTOCOLS)}")
+        raise KeyError(f"unknown protocol {name!r}; valid: {list(PROTOCOLS) + list(COMBINATIONS)}")
     import inspect
 
     valid = list(inspect.signature(PROTOCOLS[name].build).parameters)

@@ -1,8 +1,9 @@
 """Schedules: what is given and when.
 
 A :class:`Schedule` is plain data: drug doses (time, amount, route, infusion duration,
-steady-state flag) and device sessions (start, duration, pulses, frequency, intensity, pattern,
-seizure flag). Times are stored in **hours** from the start of treatment; builders accept other
+steady-state flag), device sessions (start, duration, pulses, frequency, intensity, pattern,
+seizure flag) and training or therapy sessions (start, duration, intensity: experience that the
+treatment's plasticity window can amplify, :mod:`pkpd.windows`; they do not enter the ODE). Times are stored in **hours** from the start of treatment; builders accept other
 units through ``time_unit``.
 
 Ordering: the builders (:meth:`Schedule.doses`, :meth:`Schedule.repeated`, ...) sort their input
@@ -102,6 +103,12 @@ class Schedule(eqx.Module):
     ``session_pulses``, ``session_frequency_hz``, ``session_intensity`` (fraction of motor
     threshold, e.g. 1.2 = 120 %; for ECT/MST a dose relative to seizure threshold),
     ``session_pattern`` (index into :data:`PATTERNS`), ``session_seizure`` (bool).
+
+    Training fields (one entry per training or therapy session, :meth:`training`):
+    ``training_start`` (h), ``training_duration`` (h, > 0), ``training_intensity`` (>= 0, 1 = one
+    standard session per hour of training). Training sessions are experience, not treatment: they
+    do not enter the ODE (:func:`pkpd.simulate` ignores them) and are read by the learning readout
+    of :mod:`pkpd.windows`.
     """
 
     dose_time: np.ndarray = eqx.field(default_factory=lambda: _EMPTY.copy())
@@ -117,6 +124,9 @@ class Schedule(eqx.Module):
     session_intensity: np.ndarray = eqx.field(default_factory=lambda: _EMPTY.copy())
     session_pattern: np.ndarray = eqx.field(default_factory=lambda: np.zeros(0, np.int64))
     session_seizure: np.ndarray = eqx.field(default_factory=lambda: np.zeros(0, bool))
+    training_start: np.ndarray = eqx.field(default_factory=lambda: _EMPTY.copy())
+    training_duration: np.ndarray = eqx.field(default_factory=lambda: _EMPTY.copy())
+    training_intensity: np.ndarray = eqx.field(default_factory=lambda: _EMPTY.copy())
     amount_unit: str = eqx.field(default="mg", static=True)
     label: str = eqx.field(default="", static=True)
 
@@ -128,6 +138,7 @@ class Schedule(eqx.Module):
         self._check_doses()
         if ns:
             self._check_sessions()
+        self._check_training()
 
     def _check_dtypes(self):
         for name in ("dose_route", "session_pattern"):
@@ -250,6 +261,34 @@ class Schedule(eqx.Module):
                 "after the end of the previous one"
             )
 
+    def _check_training(self):
+        """Training arrays of one length, finite, starts sorted, durations > 0, no overlap."""
+        names = ("training_start", "training_duration", "training_intensity")
+        n = np.shape(self.training_start)
+        for name in names:
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+            if arr.ndim != 1 or arr.shape != n:
+                raise ValueError(f"length mismatch: {name} has shape {arr.shape}, training_start has {n}")
+            strict = name == "training_duration"
+            bad = ~np.isfinite(arr) | ((arr <= 0) if strict else (arr < 0))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(
+                    f"{name}[{i}]={float(arr[i])!r} is invalid: must be finite and {'>' if strict else '>='} 0"
+                )
+        start = np.asarray(self.training_start, dtype=np.float64)
+        end = start + np.asarray(self.training_duration, dtype=np.float64)
+        if np.any(np.diff(start) < 0):
+            i = int(np.argmax(np.diff(start) < 0)) + 1
+            raise ValueError(f"training_start is not sorted (training_start[{i}]={float(start[i])!r} h)")
+        overlap = start[1:] < end[:-1] - 1e-12
+        if overlap.any():
+            i = int(np.argmax(overlap)) + 1
+            raise ValueError(
+                f"training sessions overlap: training_start[{i}]={float(start[i])!r} h is before "
+                f"training session {i - 1} ends at {float(end[i - 1])!r} h"
+            )
+
     # ------------------------------------------------------------------ info
     @property
     def n_doses(self) -> int:
@@ -260,8 +299,13 @@ class Schedule(eqx.Module):
         return int(self.session_start.shape[0])
 
     @property
+    def n_training(self) -> int:
+        return int(self.training_start.shape[0])
+
+    @property
     def end_time(self) -> float:
-        """Time (h) at which the last dose or session ends."""
+        """Time (h) at which the last dose or device session ends (training sessions, which do not
+        enter the ODE, are not counted: see ``training_end``)."""
         ends = [0.0]
         if self.n_doses:
             ends.append(float(np.max(self.dose_time + self.dose_duration)))
@@ -269,9 +313,18 @@ class Schedule(eqx.Module):
             ends.append(float(np.max(self.session_start + self.session_duration)))
         return max(ends)
 
+    @property
+    def training_end(self) -> float:
+        """Time (h) at which the last training session ends (0 without training)."""
+        return float(np.max(self.training_start + self.training_duration)) if self.n_training else 0.0
+
     def __repr__(self) -> str:
         label = f" {self.label!r}" if self.label else ""
-        return f"Schedule{label}({self.n_doses} doses [{self.amount_unit}], {self.n_sessions} sessions, ends at {self.end_time:g} h)"
+        training = f", {self.n_training} training sessions" if self.n_training else ""
+        return (
+            f"Schedule{label}({self.n_doses} doses [{self.amount_unit}], {self.n_sessions} sessions{training}, "
+            f"ends at {self.end_time:g} h)"
+        )
 
     def to_pandas(self):
         """One row per event: kind, time_h, amount/route/duration or session fields."""
@@ -312,6 +365,10 @@ class Schedule(eqx.Module):
                 self.session_pattern,
                 self.session_seizure,
             )
+        ]
+        rows += [
+            dict(kind="training", time_h=t, duration_h=d, intensity=i)
+            for t, d, i in zip(self.training_start, self.training_duration, self.training_intensity)
         ]
         return pd.DataFrame(rows).sort_values("time_h", kind="stable").reset_index(drop=True)
 
@@ -510,6 +567,39 @@ class Schedule(eqx.Module):
         )
         return cls(**{k: v[order] for k, v in fields.items()}, label=label)
 
+    @classmethod
+    def training(cls, starts, *, duration=1.0, intensity=1.0, time_unit="h", duration_unit="h", label="") -> "Schedule":
+        """Training or therapy sessions starting at ``starts`` (``time_unit``), each lasting
+        ``duration`` (``duration_unit``, > 0) at ``intensity`` (>= 0; 1 = a standard session).
+        Combine with a treatment by ``+`` (e.g. ``pkpd.protocol("psilocybin") +
+        Schedule.training([24.0])``); :func:`pkpd.protocol` builds the named combinations."""
+        t = _as_1d("starts", starts) * hours_per(time_unit)
+        n = t.shape[0]
+        dur = _broadcast("duration", duration, n, ref="starts") * hours_per(duration_unit, field="duration_unit")
+        inten = _broadcast("intensity", intensity, n, ref="starts")
+        order = np.argsort(t, kind="stable")
+        return cls(training_start=t[order], training_duration=dur[order], training_intensity=inten[order], label=label)
+
+    @classmethod
+    def training_course(
+        cls, sessions, *, first_at, interval, duration=1.0, intensity=1.0, time_unit="h", label=""
+    ) -> "Schedule":
+        """``sessions`` training sessions, the first at ``first_at`` and then every ``interval``
+        (``first_at``, ``interval`` and ``duration`` in ``time_unit``; ``interval`` >= ``duration``)."""
+        n = _whole("sessions", sessions)
+        first = check_finite("first_at", first_at, lo=0.0)
+        step = check_finite("interval", interval, lo=0.0)
+        dur = check_finite("duration", duration, lo=0.0, lo_open=True)
+        if n > 1 and step < dur:
+            raise ValueError(
+                f"interval={interval} {time_unit} is shorter than duration={duration} {time_unit}: "
+                "training sessions would overlap"
+            )
+        starts = first + step * np.arange(n)
+        return cls.training(
+            starts, duration=dur, intensity=intensity, time_unit=time_unit, duration_unit=time_unit, label=label
+        )
+
     # ----------------------------------------------------------- combinators
     def __add__(self, other: "Schedule") -> "Schedule":
         """Merge two schedules (doses and sessions); both must use the same ``amount_unit``."""
@@ -523,6 +613,7 @@ class Schedule(eqx.Module):
         unit = self.amount_unit if self.n_doses else other.amount_unit
         od = np.argsort(np.concatenate([self.dose_time, other.dose_time]), kind="stable")
         os_ = np.argsort(np.concatenate([self.session_start, other.session_start]), kind="stable")
+        ot = np.argsort(np.concatenate([self.training_start, other.training_start]), kind="stable")
         cat = lambda name, order: np.concatenate([getattr(self, name), getattr(other, name)])[order]  # noqa: E731
         return Schedule(
             **{
@@ -540,6 +631,7 @@ class Schedule(eqx.Module):
                     "session_seizure",
                 )
             },
+            **{n: cat(n, ot) for n in ("training_start", "training_duration", "training_intensity")},
             amount_unit=unit,
             label=" + ".join(x for x in (self.label, other.label) if x),
         )
@@ -547,13 +639,16 @@ class Schedule(eqx.Module):
     def shift(self, dt: float, *, time_unit: str = "h") -> "Schedule":
         """The same schedule ``dt`` later (``dt`` >= -first event time)."""
         dt_h = check_finite("dt", dt) * hours_per(time_unit)
-        firsts = ([float(self.dose_time.min())] if self.n_doses else []) + (
-            [float(self.session_start.min())] if self.n_sessions else []
-        )
+        firsts = [float(a.min()) for a in (self.dose_time, self.session_start, self.training_start) if a.size]
         first = min(firsts, default=0.0)
         if first + dt_h < 0:
             raise ValueError(f"shift dt={dt} {time_unit} would move the first event ({first:g} h) before time 0")
-        return dataclasses.replace(self, dose_time=self.dose_time + dt_h, session_start=self.session_start + dt_h)
+        return dataclasses.replace(
+            self,
+            dose_time=self.dose_time + dt_h,
+            session_start=self.session_start + dt_h,
+            training_start=self.training_start + dt_h,
+        )
 
     def scale(self, factor: float) -> "Schedule":
         """All dose amounts multiplied by ``factor`` (>= 0)."""

@@ -3,12 +3,10 @@ method in :mod:`pkpd.design`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import time
 import warnings
-from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
@@ -18,9 +16,11 @@ import numpy as np
 import optax
 
 from ..modalities import build, get_modality
+from ..protocols import COMBINATIONS
 from ..schedule import ROUTES, Schedule
 from ..simulate import as_arrays, segment_table, solve, stack
 from ._readouts import DESIGN_SOLVE, OPT_METRICS, _check_readout, _readout, opt_metric
+from ._result import DesignResult
 from ._space import (
     CONTINUOUS,
     DISCRETE,
@@ -33,52 +33,7 @@ from ._space import (
     start_design,
 )
 from ._traced import _Link, _traced_table
-
-
-@dataclasses.dataclass
-class DesignResult:
-    """The outcome of :func:`optimise_schedule`.
-
-    ``schedule``: the optimised :class:`pkpd.Schedule`; ``value``: the metric there (the posterior
-    mean with ``draws``); ``standard_value`` / ``standard_schedule``: the standard protocol's;
-    ``x`` / ``x_standard``: design variables (plus the resulting number of ``sessions`` for
-    devices); ``history``: a pandas DataFrame of every design evaluated (stage, design variables,
-    metric ``value``, penalised ``objective``, ``feasible``); ``draws``: per-draw results when
-    posterior draws were given, else ``None``; ``improved``: whether the optimum beats the start.
-    """
-
-    schedule: Schedule
-    value: float
-    standard_value: float
-    standard_schedule: Schedule
-    x: dict
-    x_standard: dict
-    history: Any
-    readout: str
-    metric: str
-    objective: str
-    at_h: float
-    improved: bool
-    message: str
-    constraints: dict
-    draws: dict | None = None
-    elapsed_s: float = 0.0
-
-    def summary(self):
-        """Standard protocol vs optimum, one row each (design variables and metric)."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            [{**self.x_standard, self.metric: self.standard_value}, {**self.x, self.metric: self.value}],
-            index=["standard", "optimum"],
-        )
-
-    def __repr__(self):
-        xs = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.x.items())
-        return (
-            f"DesignResult({self.objective} {self.metric} of {self.readout!r}: {self.value:.6g} "
-            f"(standard {self.standard_value:.6g}) at {xs})"
-        )
+from ._windows import optimise_training
 
 
 class _Spec(eqx.Module):
@@ -142,7 +97,8 @@ def optimise_schedule(
     draw_grid: int = 9,
     solve_options: dict | None = None,
 ) -> DesignResult:
-    """Optimise the schedule of ``modality``'s standard protocol for a readout metric.
+    """Optimise the schedule of ``modality``'s standard protocol, or the training course of a
+    combination protocol, for a readout metric.
 
     **Main arguments**
 
@@ -175,6 +131,14 @@ def optimise_schedule(
       ``grid_step_h`` (grid of the time-course metrics and of Cmax; default 1 h up to 60 days),
       ``solve_options`` (default :data:`DESIGN_SOLVE`).
 
+    **Combination protocols** (``"psilocybin+therapy"``, ``"ketamine+cbt"``, ``"itbs+training"``,
+    ``"fluoxetine+training"``; :data:`pkpd.protocols.COMBINATIONS`): ``readout`` is ``"learning"``
+    (consolidated learning at ``at_h``, hours of standard training) or ``"learning_gain"`` (over
+    the same training without treatment), ``vary`` is ``training_delay_h`` and/or
+    ``training_interval_h`` (h), ``draws`` an integer (posterior draws of the core paired with
+    Laplace draws of the window fit; 0: both at their MAP). The core is the shipped calibration's
+    (not the card model). See :mod:`pkpd.design._windows`.
+
     **Method.** Gradient-based: projected Adam (optax) on the continuous variables scaled to
     [0, 1], exact gradients by ``jax.jacfwd`` through a segment table whose boundaries are traced
     functions of the design (module docstring), started from the best of the screening points.
@@ -182,6 +146,22 @@ def optimise_schedule(
     protocol, projected into the bounds) is always a candidate, so the result is never worse.
     """
     t_start = time.perf_counter()
+    if modality in COMBINATIONS:
+        if constraints or metric != "value" or model is not None:
+            raise ValueError(
+                f"combination {modality!r}: constraints, metric and model are not supported (vary the training course)"
+            )
+        return optimise_training(
+            modality,
+            readout=readout,
+            at_h=at_h,
+            vary=vary,
+            bounds=bounds,
+            objective=objective,
+            species=species,
+            draws=draws or 0,
+            protocol_options=protocol_options,
+        )
     get_modality(modality)
     at_h = _check_objective(objective, metric, target, at_h)
     base_model = build(modality, species)[0] if model is None else model
