@@ -36,6 +36,16 @@ from ._traced import _Link, _traced_table
 from ._windows import optimise_training
 
 
+def _combination(name, a: dict):
+    """:func:`optimise_schedule` on a combination protocol (``a``: its arguments; the training course is varied)."""
+    if a["constraints"] or a["metric"] != "value" or a["model"] is not None:
+        raise ValueError(
+            f"combination {name!r}: constraints, metric and model are not supported (vary the training course)"
+        )
+    keys = ("readout", "at_h", "vary", "bounds", "objective", "species", "protocol_options")
+    return optimise_training(name, draws=a["draws"] or 0, **{k: a[k] for k in keys})
+
+
 class _Spec(eqx.Module):
     """Static description of what one evaluation computes (hashable: one compile per spec and shapes)."""
 
@@ -131,13 +141,8 @@ def optimise_schedule(
       ``grid_step_h`` (grid of the time-course metrics and of Cmax; default 1 h up to 60 days),
       ``solve_options`` (default :data:`DESIGN_SOLVE`).
 
-    **Combination protocols** (``"psilocybin+therapy"``, ``"ketamine+cbt"``, ``"itbs+training"``,
-    ``"fluoxetine+training"``; :data:`pkpd.protocols.COMBINATIONS`): ``readout`` is ``"learning"``
-    (consolidated learning at ``at_h``, hours of standard training) or ``"learning_gain"`` (over
-    the same training without treatment), ``vary`` is ``training_delay_h`` and/or
-    ``training_interval_h`` (h), ``draws`` an integer (posterior draws of the core paired with
-    Laplace draws of the window fit; 0: both at their MAP). The core is the shipped calibration's
-    (not the card model). See :mod:`pkpd.design._windows`.
+    **Combination protocols** (``"psilocybin+therapy"``, ...): readout ``"learning"`` or
+    ``"learning_gain"``, vary ``training_delay_h`` / ``training_interval_h``; see :mod:`pkpd.design._windows`.
 
     **Method.** Gradient-based: projected Adam (optax) on the continuous variables scaled to
     [0, 1], exact gradients by ``jax.jacfwd`` through a segment table whose boundaries are traced
@@ -147,21 +152,7 @@ def optimise_schedule(
     """
     t_start = time.perf_counter()
     if modality in COMBINATIONS:
-        if constraints or metric != "value" or model is not None:
-            raise ValueError(
-                f"combination {modality!r}: constraints, metric and model are not supported (vary the training course)"
-            )
-        return optimise_training(
-            modality,
-            readout=readout,
-            at_h=at_h,
-            vary=vary,
-            bounds=bounds,
-            objective=objective,
-            species=species,
-            draws=draws or 0,
-            protocol_options=protocol_options,
-        )
+        return _combination(modality, dict(locals()))
     get_modality(modality)
     at_h = _check_objective(objective, metric, target, at_h)
     base_model = build(modality, species)[0] if model is None else model
