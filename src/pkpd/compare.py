@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from . import timescales as ts
+from ._json import json_safe
 from .claims import READOUTS, TABLE_READOUTS, VERDICTS, _verdict, load_claims  # noqa: F401  (re-exported)
 
 METRIC_NAMES = ("onset_h", "t50_h", "tmax_h", "duration_h")
@@ -770,15 +771,8 @@ def _session_envelope(cmp: Comparer, modality: str):
 
 
 def _clean(x):
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return None if not np.isfinite(x) else round(float(x), 6)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+    """The report as JSON-safe data, floats to 6 decimals (reproducible run to run)."""
+    return json_safe(x, 6)
 
 
 def _modality_summary(cmp: Comparer, name: str):

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from .. import cards
+from .._json import json_safe
 from ..data import WINDOW_READOUTS, datasets
 from ..observe import schedule_for, time_since_first_dose
 from ..schedule import Schedule
@@ -401,19 +402,6 @@ def fit(calibration=None, data=None, *, candidates=None, loo: bool = True, progr
     )
 
 
-def _finite(x):
-    """JSON-safe copy: NaN and infinities as null, numpy scalars as Python numbers."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 def load(path=None) -> "WindowFit":
     """The shipped window fit (``models/calibration/windows.json``) or the one at ``path``."""
     from pathlib import Path
@@ -474,7 +462,7 @@ class WindowFit:
         from .._paths import models_dir
 
         path = Path(path) if path is not None else models_dir() / "calibration" / "windows.json"
-        path.write_text(json.dumps(_finite(self.to_dict()), indent=1) + "\n")
+        path.write_text(json.dumps(json_safe(self.to_dict()), indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict) -> "WindowFit":
