@@ -35,7 +35,9 @@ def table(report: dict) -> str:
         "all-assumed prior (every parameter at its card median with sd 1.0 on the log/logit scale) that sourced "
         "priors and fitted data remove, linearised at the joint MAP; it splits into *sourced* (narrowing by "
         "`sourced`/`derived` cards) and *fitted* (cards' priors to posterior). *Prior-driven by*: the assumed "
-        "parameter with the largest share of the posterior variance.",
+        "parameter with the largest share of the posterior variance. For the window claims (readout `window`, "
+        "`pkpd.windows`) the data share is the variance of the metric that the window fit removes from the window "
+        "card's prior, on the same posterior draws of the core, and is counted as fitted.",
         "",
         "| # | claim | P | verdict | data share | sourced | fitted | prior-driven by |",
         "|---:|---|---:|---|---:|---:|---:|---|",

@@ -170,3 +170,17 @@ def test_training_delay_optimum_is_the_peak_of_openness_without_forgetting():
     delays = np.linspace(0, 24 * 10, 481)
     v = _values(res, sched, ["training_delay_h"], delays[:, None], 24.0 * 30, False)[0]
     assert abs(delays[np.argmax(v)] - 47.5) <= 0.5  # a 1-h session centred on the peak
+
+
+def test_window_summary_flags_draws_still_open_at_the_horizon():
+    t = np.linspace(0, 100, 101)
+    closing = 3.0 * np.exp(-0.05 * t)  # closes at ln 3 / 0.05 = 22 h
+    still_open = 1.0 + 2.0 * np.exp(-0.001 * t)
+    res = W.WindowResult(
+        name="x", species="human", schedule=pkpd.Schedule.single_dose(1.0), times=t,
+        w=np.stack([closing, closing, still_open, still_open]), params=[None] * 4,
+    )  # fmt: skip
+    s = res.summary()
+    assert s["p_open_at_horizon"] == 0.5 and s["horizon_h"] == 100.0
+    assert res.closes_h[2] == 100.0  # censored at the horizon
+    np.testing.assert_allclose(res.closes_h[0], np.log(3.0) / 0.05, rtol=1e-3)

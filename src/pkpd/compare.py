@@ -534,7 +534,8 @@ def window_summary(comparer: Comparer, name: str) -> dict:
     """The window of ``name``'s standard protocol on the draws: median and 90 % interval of the
     time it opens (h after the first dose or session), of its duration (h from the end of the
     treatment to closing), of the total time open (h) and of the peak openness; the fraction of
-    draws on which it opens."""
+    draws on which it opens, and the fraction still open at the last time point
+    (``p_open_at_horizon``): on those draws the duration is censored at the horizon, a lower bound."""
     from .windows._claims import openness_draws
 
     run = comparer.run(name, {})
@@ -552,6 +553,8 @@ def window_summary(comparer: Comparer, name: str) -> dict:
         open_h=ts.summarise(total),
         peak_openness=ts.summarise(np.nanmax(w, axis=1)),
         p_opens=float(np.mean(np.isfinite(opens))),
+        p_open_at_horizon=float(np.mean(w[:, -1] >= 1.0)),
+        horizon_h=float(comparer.times[-1]),
     )
 
 
@@ -640,12 +643,16 @@ class Comparison:
             lines.append(f"{c['modality'] + ': ' + c['schedule']:<75} {fmt(c['t50_h'])}")
         lines += [
             "",
-            f"{'plasticity window':<20} {'opens':>20} {'closes after end':>20} {'open in total':>20} {'P(opens)':>9}",
+            f"{'plasticity window':<20} {'opens':>20} {'closes after end':>20} {'open in total':>20} {'P(opens)':>9} "
+            f"{'P(open at horizon)':>19}",
         ]
         for wd in self.windows:
             lines.append(
-                f"{wd['modality']:<20} {fmt(wd['opens_h'])} {fmt(wd['duration_h'])} {fmt(wd['open_h'])} {wd['p_opens']:9.2f}"
+                f"{wd['modality']:<20} {fmt(wd['opens_h'])} {fmt(wd['duration_h'])} {fmt(wd['open_h'])} {wd['p_opens']:9.2f} "
+                f"{wd['p_open_at_horizon']:19.2f}"
             )
+        if any(wd["p_open_at_horizon"] > 0 for wd in self.windows):
+            lines.append("(a window still open at the horizon closes there: its duration is a lower bound)")
         lines += ["", f"{'schedule vs biology (spine density)':<20} {'T50':>20} {'schedule/PK':>20} {'biology':>20}"]
         for d in self.decomposition:
             lines.append(f"{d['modality']:<20} {fmt(d['t50_h'])} {fmt(d['schedule_pk_h'])} {fmt(d['biology_h'])}")

@@ -51,7 +51,8 @@ class WindowResult:
 
     def summary(self) -> dict:
         """Median and 90 % interval over draws of ``opens_h``, ``closes_h``, ``duration_h``,
-        ``open_h``, and the fraction of draws in which the window opens at all."""
+        ``open_h``, the fraction of draws in which the window opens at all, and the fraction still open
+        at the last time point (``p_open_at_horizon``: there the closing time is the horizon, a lower bound)."""
         return dict(
             name=self.name,
             species=self.species,
@@ -60,6 +61,8 @@ class WindowResult:
             duration_h=_summary(self.duration_h),
             open_h=_summary(self.open_h),
             p_opens=float(np.mean(np.isfinite(self.opens_h))),
+            p_open_at_horizon=float(np.mean(self.w[:, -1] >= 1.0)),
+            horizon_h=float(self.times[-1]),
         )
 
     def learning(self, schedule: Schedule, at_h: float) -> np.ndarray:
