@@ -184,3 +184,17 @@ def test_window_summary_flags_draws_still_open_at_the_horizon():
     assert s["p_open_at_horizon"] == 0.5 and s["horizon_h"] == 100.0
     assert res.closes_h[2] == 100.0  # censored at the horizon
     np.testing.assert_allclose(res.closes_h[0], np.log(3.0) / 0.05, rtol=1e-3)
+
+
+def test_leave_one_row_out_predicts_a_row_that_another_row_repeats():
+    true_z = np.log([0.2, 0.01, 1.5])
+    prob = _synthetic_problem(true_z)
+    prob.rows.insert(1, prob.rows[0])
+    prob.inputs.insert(1, prob.inputs[0])
+    out = _fit.fit_candidate(prob, loo=True)
+    assert len(out["loo_predicted"]) == len(out["loo_pointwise"]) == len(prob.rows)
+    # the copy left in still pins the strong signal's duration, so the fit without row 0 predicts it
+    np.testing.assert_allclose(out["loo_predicted"][0], prob.rows[0].value, rtol=0.15)
+    assert out["loo_pointwise"][0] > -5.0
+    # the ratio row alone sets the gain: without it the gain falls back towards its prior (1.0 < 1.5)
+    assert out["loo_predicted"][-1] < 0.99 * out["rows"][-1]["predicted"]

@@ -230,7 +230,8 @@ def row_log_likelihood(row: WindowRow, times, w, params: WindowParams) -> float:
 
 
 def predicted(row: WindowRow, times, w, params: WindowParams) -> float:
-    """The model's value of the row's quantity (duration in the row's value unit: h)."""
+    """The model's value of the row's quantity: a duration in h (0 if the window never opens),
+    1 or 0 for open or closed at the row's time, or the learning ratio."""
     if row.kind == "duration":
         _, closes, _ = window_interval(times, w)
         return float(closes) - row.schedule.end_time if np.isfinite(closes) else 0.0
@@ -306,7 +307,9 @@ def _hessian(f, z, h: float = 1e-3) -> np.ndarray:
 
 
 def fit_candidate(problem: _Problem, *, loo: bool = True) -> dict:
-    """MAP, Laplace covariance and evidence, row predictions and leave-one-row-out of one candidate."""
+    """MAP, Laplace covariance and evidence, row predictions and leave-one-row-out of one candidate
+    (``loo_pointwise``: each row's log density under the fit without it; ``loo_predicted``: that
+    fit's prediction of the row, in the row's units)."""
     z, lp = _map(problem)
     hess = _hessian(lambda x: -problem.log_posterior(x), z)
     evals, evecs = np.linalg.eigh(hess)
@@ -343,11 +346,14 @@ def fit_candidate(problem: _Problem, *, loo: bool = True) -> dict:
         rows=rows,
     )
     if loo:
-        pointwise = []
-        for i in range(len(problem.rows)):
+        pointwise, loo_predicted = [], []
+        for i, (row, (t, x)) in enumerate(zip(problem.rows, problem.inputs)):
             zi, _ = _map(problem, drop=i, start=z)
             pointwise.append(float(problem.row_terms(zi)[i]))
+            pi = _params(problem.candidate, zi, problem.k_forget)
+            loo_predicted.append(predicted(row, t, np.asarray(openness(t, x, pi.k_open, pi.k_close)), pi))
         out["loo_pointwise"] = pointwise
+        out["loo_predicted"] = loo_predicted  # each row predicted by the fit without it
         out["elpd_loo"] = float(np.sum(pointwise))
         out["elpd_loo_se"] = float(np.sqrt(len(pointwise) * np.var(pointwise))) if pointwise else float("nan")
     return out
@@ -444,10 +450,17 @@ class WindowFit:
         return [_params(candidate or self.chosen, zi, self.k_forget) for zi in z]
 
     def table(self):
-        """Observed vs predicted per row and candidate (pandas)."""
+        """Observed vs predicted per row and candidate (pandas), with the leave-one-row-out
+        prediction and log density where the fit has them (``loo_predicted``, ``loo_log_density``)."""
         import pandas as pd
 
-        return pd.DataFrame([dict(r, candidate=c) for c, v in self.candidates.items() for r in v["rows"]])
+        out = []
+        for c, v in self.candidates.items():
+            loo_p, loo_d = v.get("loo_predicted"), v.get("loo_pointwise")
+            for i, r in enumerate(v["rows"]):
+                extra = dict(loo_predicted=loo_p[i] if loo_p else None, loo_log_density=loo_d[i] if loo_d else None)
+                out.append(dict(r, candidate=c, **extra))
+        return pd.DataFrame(out)
 
     def to_dict(self) -> dict:
         return dict(
