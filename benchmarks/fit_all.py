@@ -80,6 +80,23 @@ def fit_one(name: str, chains: int, warmup: int, draws: int, seed: int, max_tree
     return rec
 
 
+def summary(recs: list[dict], wall_s: float, chains: int, draws: int) -> dict:
+    """The run's headline numbers over every fitted modality: ``wall_s``, ``chains``, ``draws``
+    (per chain), the worst ``max_rhat`` and ``min_bulk_ess``, the summed ``divergences``. These are
+    separate per-modality fits, not the hierarchical all-data fit (``python -m pkpd.calibrate --nuts``)."""
+    fitted = [r for r in recs if "r_hat_max" in r]
+    return dict(
+        scope="per-modality MAP + NUTS fits",
+        wall_s=wall_s,
+        chains=chains,
+        draws=draws,
+        fitted=[r["modality"] for r in fitted],
+        max_rhat=max((r["r_hat_max"] for r in fitted), default=float("nan")),
+        min_bulk_ess=min((r["ess_bulk_min"] for r in fitted), default=float("nan")),
+        divergences=sum(r["divergences"] for r in fitted),
+    )
+
+
 def markdown(recs: list[dict]) -> str:
     out = [
         "| modality | rows | params | MAP s | NUTS s | div | max R-hat | min ESS bulk | not constrained (sd ratio > 0.9) |",
@@ -153,9 +170,17 @@ def main(argv=None) -> int:
         jax.clear_caches()
         with open(args.json, "w") as f:
             json.dump(dict(machine=machine, settings=settings, complete=False, results=recs), f, indent=1)
+    wall = time.perf_counter() - t_all
     with open(args.json, "w") as f:
         json.dump(
-            dict(machine=machine, settings=settings, complete=True, seconds=time.perf_counter() - t_all, results=recs),
+            dict(
+                machine=machine,
+                settings=settings,
+                complete=True,
+                seconds=wall,
+                **summary(recs, wall, args.chains, args.draws),
+                results=recs,
+            ),
             f,
             indent=1,
         )
