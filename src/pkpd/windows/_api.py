@@ -171,9 +171,9 @@ def learning_curve(
     lv = _delay_batch(res, base, delays, at_h)
     start, dur, inten = training_arrays(base)
     rel = start - start[0]
-    alone = np.array(
-        [[float(learning_alone(dd + rel, dur, inten, at_h, p.k_forget)) for dd in delays] for p in res.params]
-    )
+    forget = jnp.asarray([p.k_forget for p in res.params])
+    one = lambda dd, kf: learning_alone(dd + rel, dur, inten, at_h, kf)  # noqa: E731
+    alone = np.asarray(jax.vmap(lambda kf: jax.vmap(lambda dd: one(dd, kf))(jnp.asarray(delays)))(forget))
     g = lv / alone
     q = np.nanquantile(g, [0.5, 0.05, 0.95], axis=0)
     return pd.DataFrame(dict(delay_h=delays, gain=q[0], gain_lo=q[1], gain_hi=q[2], learning=np.nanmedian(lv, axis=0)))
