@@ -10,7 +10,15 @@ import numpy as np
 
 from ..protocols import COMBINATIONS, protocol
 from ..schedule import Schedule
-from ._core import WindowParams, learning, learning_alone, openness, training_arrays, window_interval
+from ._core import (
+    WindowParams,
+    gain_draws,
+    learning,
+    learning_alone,
+    openness_draws,
+    training_arrays,
+    window_interval,
+)
 from ._fit import dense_times, load as load_fit
 
 
@@ -67,19 +75,12 @@ class WindowResult:
 
     def learning(self, schedule: Schedule, at_h: float) -> np.ndarray:
         """Learning at ``at_h`` (hours of standard training) of ``schedule``'s training sessions, per draw."""
-        start, dur, inten = training_arrays(schedule)
-        return np.array(
-            [
-                float(learning(self.times, w, start, dur, inten, at_h, p.gain, p.k_forget))
-                for w, p in zip(self.w, self.params)
-            ]
-        )
+        return gain_draws(self.times, self.w, self.params, *training_arrays(schedule), at_h)[0]
 
     def gain(self, schedule: Schedule, at_h: float) -> np.ndarray:
         """Learning over the same training without treatment, per draw."""
-        start, dur, inten = training_arrays(schedule)
-        alone = np.array([float(learning_alone(start, dur, inten, at_h, p.k_forget)) for p in self.params])
-        return self.learning(schedule, at_h) / alone
+        lv, alone = gain_draws(self.times, self.w, self.params, *training_arrays(schedule), at_h)
+        return lv / alone
 
 
 def _core_models(modality, species, calibration, draws, seed):
@@ -128,7 +129,7 @@ def window(
     tr = simulate_population(stack(models), sched, t, solver=solver, rtol=1e-7, atol=1e-10, throw=False)
     sig = np.asarray(tr[plist[0].signal]).reshape(len(models), -1)
     ok = np.asarray(tr.status).reshape(-1) == 0
-    w = np.stack([np.asarray(openness(t, s, p.k_open, p.k_close)) for s, p in zip(sig, plist)])
+    w = openness_draws(t, sig, plist)
     w[~ok] = np.nan
     return WindowResult(name=name, species=species, schedule=sched, times=t, w=w, params=plist)
 

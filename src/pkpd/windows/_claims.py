@@ -25,24 +25,17 @@ import numpy as np
 
 from ..claims import WINDOW_METRICS as WINDOW_METRICS
 from ..protocols import protocol
-from ._core import learning, learning_alone, openness, training_arrays, window_interval
+from ._core import gain_draws, openness_draws as _openness_draws, training_arrays, window_interval
 
 
 def openness_draws(times, change, plist) -> np.ndarray:
     """``W`` per draw (rows) from the signal's change from baseline per draw and one parameter set per draw."""
-    return np.stack(
-        [np.asarray(openness(times, np.nan_to_num(c) + 1.0, p.k_open, p.k_close)) for c, p in zip(change, plist)]
-    )
+    return _openness_draws(times, np.nan_to_num(change) + 1.0, plist)
 
 
 def _gain(times, w, plist, start, dur, inten, at_h) -> np.ndarray:
-    return np.array(
-        [
-            float(learning(times, wi, start, dur, inten, at_h, p.gain, p.k_forget))
-            / float(learning_alone(start, dur, inten, at_h, p.k_forget))
-            for wi, p in zip(w, plist)
-        ]
-    )
+    lv, alone = gain_draws(times, w, plist, start, dur, inten, at_h)
+    return lv / alone
 
 
 def window_metric(claim: dict, times, w, plist, end_time: float) -> np.ndarray:

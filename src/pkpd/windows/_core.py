@@ -158,3 +158,24 @@ def learning_alone(start, duration, intensity, at_h, k_forget):
     safe = jnp.where(k > 0, k, 1.0)
     dec = jnp.where(k > 0, (jnp.exp(-k * (at_h - b)) - jnp.exp(-k * (at_h - a))) / safe, b - a)
     return jnp.sum(intensity * dec)
+
+
+def _per_draw(plist, name):
+    return jnp.asarray([getattr(p, name) for p in plist], dtype=jnp.float64)
+
+
+def openness_draws(times, signals, plist) -> np.ndarray:
+    """:func:`openness` per draw: row ``i`` of ``signals`` (draws x times, relative to baseline)
+    with parameter set ``plist[i]``, in one vectorised call."""
+    per = jax.vmap(openness, in_axes=(None, 0, 0, 0))
+    return np.array(per(times, jnp.asarray(signals), _per_draw(plist, "k_open"), _per_draw(plist, "k_close")))
+
+
+def gain_draws(times, w, plist, start, duration, intensity, at_h) -> tuple[np.ndarray, np.ndarray]:
+    """``(learning, learning_alone)`` per draw of the training sessions given openness ``w``
+    (draws x times) and one parameter set per draw; their ratio is the learning gain."""
+    with_w = jax.vmap(learning, in_axes=(None, 0, None, None, None, None, 0, 0))
+    alone = jax.vmap(learning_alone, in_axes=(None, None, None, None, 0))
+    forget = _per_draw(plist, "k_forget")
+    lv = with_w(times, jnp.asarray(w), start, duration, intensity, at_h, _per_draw(plist, "gain"), forget)
+    return np.asarray(lv), np.asarray(alone(start, duration, intensity, at_h, forget))
