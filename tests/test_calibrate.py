@@ -1,6 +1,7 @@
 """The joint calibration: agreement with the single-modality MAP, the shipped file, draws -> models."""
 
 import json
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -179,6 +180,17 @@ def test_host_log_likelihood_integrates_study_effects_out_and_matches_finite_dif
     assert host.refused == {"tau overflows": 1} and host.refused_at["tau overflows"][jp.K] == 800.0
 
 
+def _fit_all():
+    """benchmarks/fit_all.py as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_all.py"
+    spec = importlib.util.spec_from_file_location("fit_all", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_hierarchical_nuts_runs_and_reports(tmp_path):
     """A tiny hierarchical NUTS: posterior groups with the named dims, tau > 0, attrs, netCDF."""
     import arviz as az
@@ -201,6 +213,15 @@ def test_hierarchical_nuts_runs_and_reports(tmp_path):
     assert var.shape == (2, W.shape[0]) and np.all(var > 0) and not np.allclose(var, 1.0)
     s = calibrate.nuts_summary(idata)
     assert {"r_hat", "ess_bulk", "sd_ratio"} <= set(s.columns) and len(s) == len(post.coords["parameter"]) + 1
+    # benchmarks/fit_all.py's record of such a run: the contract's headline fields, R-hat unrounded
+    rec = _fit_all().all_data_record(idata, s)
+    assert (rec["chains"], rec["draws"], rec["warmup"], rec["divergences"]) == (2, 10, 25, post.attrs["divergences"])
+    rhat = az.rhat(idata, var_names=["parameters", "tau"])
+    worst = max(float(np.max(np.asarray(rhat["parameters"]))), float(rhat["tau"]))
+    assert rec["max_rhat"] == pytest.approx(worst, rel=1e-12)
+    assert rec["min_bulk_ess"] == pytest.approx(min(p["ess_bulk"] for p in rec["parameters"]), rel=1e-12)
+    assert len(rec["parameters"]) == len(s) and rec["gradient_evaluations"] == post.attrs["gradient_evaluations"]
+    json.dumps(rec)  # JSON-serialisable as written
     eff = idata.study_effects["study_effect"]
     assert eff.dims == ("sample", "study") and eff.shape[0] == 20  # 2 chains x 10 draws, all of them
     assert {str(st).split(":")[0] for st in eff.coords["study"].values} == {"dmt", "sertraline"}
