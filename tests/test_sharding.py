@@ -45,6 +45,18 @@ SCRIPT = textwrap.dedent("""
     a = np.asarray(pkpd.simulate_population(pop, sched, tt, devices=1, solver=dfx.Tsit5(), rtol=1e-6, atol=1e-9).states)
     b = np.asarray(pkpd.simulate_population(pop, sched, tt, devices=2, solver=dfx.Tsit5(), rtol=1e-6, atol=1e-9).states)
     out["rtms"] = dict(shape=list(a.shape), two=float(np.max(np.abs(a - b))), finite=bool(np.all(np.isfinite(a))))
+    # An implicit solver is not sharded (lineax fails inside shard_map): by default it runs on one
+    # device and gives the unsharded result; asking for two devices is refused with the reason.
+    imp = dict(solver=dfx.Kvaerno3(), rtol=1e-5, atol=1e-8)
+    c = pkpd.simulate_population(pop, sched, tt, **imp)
+    d = np.asarray(pkpd.simulate_population(pop, sched, tt, devices=1, **imp).states)
+    try:
+        pkpd.simulate_population(pop, sched, tt, devices=2, **imp)
+        refused = ""
+    except ValueError as e:
+        refused = str(e)
+    out["implicit"] = dict(devices=len(c.states.sharding.device_set), diff=float(np.max(np.abs(np.asarray(c.states) - d))),
+                           status=int(np.max(np.asarray(c.status))), refused=refused)
     print("RESULT " + json.dumps(out))
 """)
 
@@ -66,6 +78,9 @@ def test_sharded_population_equals_unsharded():
     assert out["shared"]["devices"] == 2
     assert out["shared"]["chunked"] <= 1e-12
     assert out["rtms"]["finite"] and out["rtms"]["two"] <= 1e-12, out["rtms"]
+    imp = out["implicit"]
+    assert imp["devices"] == 1 and imp["status"] == 0 and imp["diff"] == 0.0, imp
+    assert "devices=2" in imp["refused"] and "Kvaerno3" in imp["refused"] and "shard_map" in imp["refused"], imp
 
 
 def test_devices_argument_is_validated():

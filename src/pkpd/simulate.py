@@ -593,9 +593,10 @@ def simulate(
     return Trajectory(times=np.asarray(check_times(times)), states=ys, model=model, status=status, num_steps=steps)
 
 
-def _population_tables(proto: Model, schedules: list, times) -> tuple[list, np.ndarray]:
+def _population_tables(proto: Model, schedules: list, times, n_segments: int | None = None) -> tuple[list, np.ndarray]:
     """One segment table per distinct schedule object (a shared schedule is cut once), padded to
-    one length and one set of static flags, and each subject's table index."""
+    one length (at least the bucket of ``n_segments``) and one set of static flags, and each
+    subject's table index."""
     first: dict[int, int] = {}
     subject_table = np.empty(len(schedules), dtype=np.int64)
     uniq: list[Schedule] = []
@@ -605,7 +606,7 @@ def _population_tables(proto: Model, schedules: list, times) -> tuple[list, np.n
             uniq.append(s)
         subject_table[i] = j
     tables = [segment_table(proto, s, times) for s in uniq]
-    size = max(tb.n_segments for tb in tables)
+    size = max([tb.n_segments for tb in tables] + ([_bucket(int(n_segments))] if n_segments else []))
     tables = [
         tb if tb.n_segments == size else segment_table(proto, s, times, n_segments=size) for tb, s in zip(tables, uniq)
     ]
@@ -697,6 +698,23 @@ def population_devices(devices=None) -> list:
 
 _POPULATION: dict = {}
 
+#: Why implicit solvers are not sharded (lineax's linear solves fail inside ``jax.shard_map``).
+IMPLICIT_SHARDING = (
+    "implicit solvers (here {solver}) cannot be sharded over devices: lineax's linear solve fails inside "
+    "jax.shard_map ('pytree does not match out_structure'; github.com/patrick-kidger/lineax/issues/185)"
+)
+
+
+def _shardable_devices(devs: list, solver, requested) -> list:
+    """``devs``, or its first device only when ``solver`` is implicit (:data:`IMPLICIT_SHARDING`): with
+    the default ``devices=None`` the population then runs unsharded; an explicit request for more
+    than one device is refused with that reason."""
+    if len(devs) == 1 or not isinstance(solver, dfx.AbstractImplicitSolver):
+        return devs
+    if requested is not None:
+        raise ValueError(f"devices={requested!r}: " + IMPLICIT_SHARDING.format(solver=type(solver).__name__))
+    return devs[:1]
+
 
 def _population_fn(table_batched: bool, devices: tuple, options: dict):
     """Jitted, vmapped :func:`solve` over subjects, sharded over ``devices`` with ``shard_map`` when
@@ -768,6 +786,7 @@ def simulate_population(
     throw: bool = True,
     devices=None,
     chunk_size: int | None = None,
+    n_segments: int | None = None,
 ) -> Trajectory:
     """Simulate many subjects in one compiled, vmapped call.
 
@@ -784,10 +803,16 @@ def simulate_population(
       ``None``: every device in ``jax.devices()`` -- nothing changes on a machine with one device.
       An int takes the first that many devices; ``1`` turns sharding off. Several CPU "devices"
       need ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before jax is imported.
-      Sharded and unsharded results are identical.
+      Sharded and unsharded results are identical. Implicit solvers (the models' default Kvaerno5)
+      are not sharded: with ``devices=None`` they run on one device, and more than one is refused
+      (:data:`IMPLICIT_SHARDING`).
     - ``chunk_size``: subjects per compiled call (a multiple of the number of devices); the
       population is run chunk by chunk so that solver buffers stay bounded (the default keeps
       them near ``CHUNK_BYTES``; only the returned states grow with the population).
+    - ``n_segments``: pad the segment tables to at least this many segments (rounded up to the
+      next power of two), so that calls with different schedules (a single session, a course) of
+      one model share one compiled solver instead of tracing and compiling one each. The padding
+      is zero-length segments; results are unchanged.
     """
     leaves = [x for x in jax.tree_util.tree_leaves(model) if eqx.is_array(x)]
     n_model = leaves[0].shape[0] if leaves and leaves[0].ndim >= 1 else None
@@ -800,12 +825,16 @@ def simulate_population(
     if n_model is None:
         model = _broadcast_model(model, n)
     proto = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, model)
-    tables, subject_table = _population_tables(proto, schedules, times)
+    if n_segments is not None and (
+        not isinstance(n_segments, (int, np.integer)) or isinstance(n_segments, bool) or n_segments < 1
+    ):
+        raise ValueError(f"n_segments={n_segments!r} must be a positive integer")
+    tables, subject_table = _population_tables(proto, schedules, times, n_segments)
     shared = len(tables) == 1
     table_all = tables[0] if shared else jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tables)
     opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
 
-    devs = population_devices(devices)
+    devs = _shardable_devices(population_devices(devices), opts["solver"] or proto.default_solver(), devices)
     n_dev = len(devs)
     if chunk_size is None:
         chunk = _auto_chunk(tables[0], proto.initial_state().shape[0], n_dev)
