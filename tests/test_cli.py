@@ -51,3 +51,22 @@ def test_compare_cli_refuses_bad_arguments(capsys, tmp_path):
     assert "unknown" in capsys.readouterr().err
     assert pkpd.cli.main(["compare", "--draws", "1"]) == 2
     assert pkpd.cli.main(["compare", "--claims", str(tmp_path / "none.toml"), "--modalities", "dmt"]) == 2
+
+
+def test_the_pkpd_command_uses_one_cpu_device_per_core_unless_xla_flags_say_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    code = "import pkpd.cli; print(pkpd.cli.use_every_core())"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) == max(1, os.cpu_count() or 1)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"  # the user's choice wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and int(out.stdout.split()[-1]) == 1, out.stderr[-2000:]
+    import jax
+
+    jax.devices()  # a running backend: nothing changes, no error
+    assert pkpd.cli.use_every_core() == len(jax.devices("cpu"))
