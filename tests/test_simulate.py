@@ -77,6 +77,29 @@ def test_population_with_schedules_of_different_lengths():
     assert set(df.columns) >= {"subject", "time_h", "concentration"} and len(df) == n * 97
 
 
+def test_population_padded_to_more_segments_is_unchanged_and_shares_one_compile():
+    """``n_segments`` pads the table with zero-length segments: the same states, and a single dose
+    and a 5-day course padded to the same count reuse one compiled solver."""
+    from pkpd.simulate import _POPULATION
+
+    models = pkpd.stack([pkpd.pk.OneCompartment(cl=c, v=50.0, ka=1.0) for c in (8.0, 12.0)])
+    t = np.linspace(0, 24 * 6, 25)
+    opts = dict(method="ode", solver=dfx.Bosh3(), rtol=1e-7, atol=1e-10, devices=1)
+    one, course = pkpd.Schedule.single_dose(100.0), pkpd.Schedule.daily(100.0, days=5)
+    a = pkpd.simulate_population(models, one, t, **opts)
+    b = pkpd.simulate_population(models, one, t, n_segments=40, **opts)
+    np.testing.assert_array_equal(np.asarray(a.states), np.asarray(b.states))
+    fn = [f for k, f in _POPULATION.items() if dict(k[2])["solver"] == opts["solver"] and dict(k[2])["rtol"] == 1e-7]
+    assert len(fn) == 1
+    before = fn[0]._cached._cache_size()
+    c = pkpd.simulate_population(models, course, t, n_segments=40, **opts)  # 64 segments, as b
+    assert fn[0]._cached._cache_size() == before
+    ref = pkpd.simulate_population(models, course, t, **opts)
+    np.testing.assert_array_equal(np.asarray(c.states), np.asarray(ref.states))
+    with pytest.raises(ValueError, match="n_segments=0"):
+        pkpd.simulate_population(models, one, t, n_segments=0, **opts)
+
+
 def test_trajectory_names_and_errors(oral_model):
     traj = pkpd.simulate(oral_model, pkpd.Schedule.single_dose(100.0), [0.0, 1.0])
     assert traj.names == ("depot", "central", "concentration")

@@ -51,6 +51,12 @@ from .claims import READOUTS, TABLE_READOUTS, VERDICTS, _verdict, load_claims  #
 METRIC_NAMES = ("onset_h", "t50_h", "tmax_h", "duration_h")
 SOLVE = dict(rtol=1e-6, atol=1e-9)
 STIFF_SOLVE = dict(rtol=1e-5, atol=1e-8)
+#: Segments every compare population is padded to (``simulate_population(n_segments=...)``): the
+#: standard courses need at most 128, so a single session, a single dose and a course of one
+#: driver share one compiled solver (tracing and compiling the implicit stimulation solver costs
+#: ~10 s each time); the trajectory figure's session envelopes (a 1,024-point grid) use 256.
+COMPARE_SEGMENTS = 128
+ENVELOPE_SEGMENTS = 256
 
 
 def solve_options(model) -> dict:
@@ -118,7 +124,9 @@ class Comparer:
         # needed 1.9 million steps on one rTMS draw, Kvaerno5 < 7,000): implicit there (Kvaerno3
         # at rtol 1e-5: 3.4x faster than Kvaerno5 at 1e-6 on 32 rTMS draws, T50 within 6e-5),
         # explicit elsewhere (Tsit5 agrees with Kvaerno5 to ~1e-6 on the drug and seizure models).
-        return simulate_population(stack(models), schedule, self.times, throw=False, **solve_options(models[0]))
+        return simulate_population(
+            stack(models), schedule, self.times, throw=False, n_segments=COMPARE_SEGMENTS, **solve_options(models[0])
+        )
 
     def run(self, modality: str, options: dict | None = None, *, schedule=None, label: str | None = None) -> _Run:
         from .protocols import protocol
@@ -766,7 +774,9 @@ def _session_envelope(cmp: Comparer, modality: str):
         return None
     grid = _session_grid(cmp.times, sched)
     models = cmp.models(modality)
-    tr = simulate_population(stack(models), sched, grid, throw=False, **solve_options(models[0]))
+    tr = simulate_population(
+        stack(models), sched, grid, throw=False, n_segments=ENVELOPE_SEGMENTS, **solve_options(models[0])
+    )
     ok = np.asarray(tr.status) == 0
     window = float(np.max(np.diff(starts)))
     env = {"times": grid, "window_h": window}
