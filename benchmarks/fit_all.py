@@ -222,7 +222,7 @@ def run_all_data(args) -> int:
     wall = time.perf_counter() - t0
     if args.netcdf:
         idata.to_netcdf(args.netcdf)
-    out = dict(machine=machine, complete=True, wall_s=wall, **rec, netcdf=args.netcdf)
+    out = dict(machine=machine, complete=True, wall_s=wall, **rec, netcdf=args.netcdf and os.path.basename(args.netcdf))
     with open(args.json, "w") as f:
         json.dump(out, f, indent=1)
     head = {k: out[k] for k in ("wall_s", "chains", "draws", "max_rhat", "min_bulk_ess", "divergences")}
