@@ -47,11 +47,11 @@ SCRIPT = textwrap.dedent("""
     out["rtms"] = dict(shape=list(a.shape), two=float(np.max(np.abs(a - b))), finite=bool(np.all(np.isfinite(a))))
     # An implicit solver is not sharded (lineax fails inside shard_map): by default it runs on one
     # device and gives the unsharded result; asking for two devices is refused with the reason.
-    imp = dict(solver=dfx.Kvaerno3(), rtol=1e-5, atol=1e-8)
-    c = pkpd.simulate_population(pop, sched, tt, **imp)
-    d = np.asarray(pkpd.simulate_population(pop, sched, tt, devices=1, **imp).states)
+    imp = dict(method="ode", solver=dfx.Kvaerno3(), rtol=1e-5, atol=1e-8)
+    c = pkpd.simulate_population(models, shared, t, **imp)
+    d = np.asarray(pkpd.simulate_population(models, shared, t, devices=1, **imp).states)
     try:
-        pkpd.simulate_population(pop, sched, tt, devices=2, **imp)
+        pkpd.simulate_population(models, shared, t, devices=2, **imp)
         refused = ""
     except ValueError as e:
         refused = str(e)
