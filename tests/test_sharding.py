@@ -55,6 +55,9 @@ SCRIPT = textwrap.dedent("""
         refused = ""
     except ValueError as e:
         refused = str(e)
+    # the exact (matrix-exponential) path uses no ODE solver, so it stays sharded whatever the solver
+    exact = pkpd.simulate_population(models, shared, t, solver=dfx.Kvaerno3())
+    out["exact_devices"] = len(exact.states.sharding.device_set)
     out["implicit"] = dict(devices=len(c.states.sharding.device_set), diff=float(np.max(np.abs(np.asarray(c.states) - d))),
                            status=int(np.max(np.asarray(c.status))), refused=refused)
     print("RESULT " + json.dumps(out))
@@ -78,6 +81,7 @@ def test_sharded_population_equals_unsharded():
     assert out["shared"]["devices"] == 2
     assert out["shared"]["chunked"] <= 1e-12
     assert out["rtms"]["finite"] and out["rtms"]["two"] <= 1e-12, out["rtms"]
+    assert out["exact_devices"] == 2
     imp = out["implicit"]
     assert imp["devices"] == 1 and imp["status"] == 0 and imp["diff"] == 0.0, imp
     assert "devices=2" in imp["refused"] and "Kvaerno3" in imp["refused"] and "shard_map" in imp["refused"], imp

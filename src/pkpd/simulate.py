@@ -709,7 +709,7 @@ def _shardable_devices(devs: list, solver, requested) -> list:
     """``devs``, or its first device only when ``solver`` is implicit (:data:`IMPLICIT_SHARDING`): with
     the default ``devices=None`` the population then runs unsharded; an explicit request for more
     than one device is refused with that reason."""
-    if len(devs) == 1 or not isinstance(solver, dfx.AbstractImplicitSolver):
+    if len(devs) == 1 or not isinstance(solver, dfx.AbstractImplicitSolver):  # None: the exact (non-ODE) path
         return devs
     if requested is not None:
         raise ValueError(f"devices={requested!r}: " + IMPLICIT_SHARDING.format(solver=type(solver).__name__))
@@ -834,7 +834,9 @@ def simulate_population(
     table_all = tables[0] if shared else jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tables)
     opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
 
-    devs = _shardable_devices(population_devices(devices), opts["solver"] or proto.default_solver(), devices)
+    exact = hasattr(proto, "propagate") and method != "ode"  # solved by matrix exponentials, no ODE solver
+    solver_used = None if exact else (opts["solver"] or proto.default_solver())
+    devs = _shardable_devices(population_devices(devices), solver_used, devices)
     n_dev = len(devs)
     if chunk_size is None:
         chunk = _auto_chunk(tables[0], proto.initial_state().shape[0], n_dev)
