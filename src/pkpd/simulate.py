@@ -333,6 +333,11 @@ def _save_layout(t: np.ndarray, rows: list, size: int, save_slots: int, t_last: 
 STATUS = {0: "ok", 1: "maximum number of solver steps reached", 2: "solver failure or non-finite state"}
 
 
+def _exact_path(model: Model, method: str) -> bool:
+    """Whether :func:`solve` propagates ``model`` by matrix exponentials (no ODE solver) under ``method``."""
+    return hasattr(model, "propagate") and method != "ode"
+
+
 def solve(
     model: Model,
     table: SegmentTable,
@@ -356,7 +361,7 @@ def solve(
     """
     if method not in ("auto", "ode", "exact"):
         raise ValueError(f"method={method!r} is not known; valid: 'auto', 'ode', 'exact'")
-    exact = hasattr(model, "propagate") and method != "ode"
+    exact = _exact_path(model, method)
     if method == "exact" and not exact:
         raise ValueError(
             f"method='exact' needs a linear model with a propagate method; {type(model).__name__} has none"
@@ -834,8 +839,7 @@ def simulate_population(
     table_all = tables[0] if shared else jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tables)
     opts = _options(solver, rtol, atol, max_steps, adjoint, dtmax, method)
 
-    exact = hasattr(proto, "propagate") and method != "ode"  # solved by matrix exponentials, no ODE solver
-    solver_used = None if exact else (opts["solver"] or proto.default_solver())
+    solver_used = None if _exact_path(proto, method) else (opts["solver"] or proto.default_solver())
     devs = _shardable_devices(population_devices(devices), solver_used, devices)
     n_dev = len(devs)
     if chunk_size is None:
